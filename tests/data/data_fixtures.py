@@ -16,7 +16,7 @@ import tensorflow as tf
 IMAGE_SIZES = [(24, 30), (40, 36), (33, 33), (20, 44)]
 
 # Small and fast demo variant: 100 classes x 16 images of 32x32.
-DEMO_OPTIONS = {"images_per_class": 16, "image_size": 32}
+DEMO_OPTIONS = {"images_per_class": 16, "generated_size": 32}
 
 # Global class ids: train 0-5, val 6-8, test 9-11.
 FOLDER_SPLITS = {

@@ -242,8 +242,7 @@ def _load_tfds(data_dir: Optional[str]) -> Cifar100:
 
     try:
         dataset, info = tfds.load(
-            "cifar100", split="train+test", data_dir=data_dir, download=False,
-            with_info=True, batch_size=-1,
+            "cifar100", split="train+test", data_dir=data_dir, download=False, with_info=True
         )
     except Exception as error:  # TFDS reports a missing dataset with several types
         raise FileNotFoundError(
@@ -251,11 +250,28 @@ def _load_tfds(data_dir: Optional[str]) -> Cifar100:
             f"'cifar100' without downloading ({type(error).__name__}: {error}). "
             f"Expected layout: {LAYOUT}."
         ) from error
-    arrays = tfds.as_numpy(dataset)
+    parts = {"image": [], "label": [], "coarse_label": []}
+    for batch in tfds.as_numpy(dataset.batch(10_000)):
+        for key, values in parts.items():
+            values.append(batch[key])
+    fine_names, coarse_names = _standard_label_names()
+    for feature, standard in (("label", fine_names), ("coarse_label", coarse_names)):
+        names = list(info.features[feature].names)
+        # Without metadata, TFDS names classes "0", "1", ...; otherwise the
+        # names must be CIFAR-100's, or label numbers would mean other classes.
+        if names != [str(i) for i in range(len(standard))] and names != standard:
+            raise ValueError(f"TFDS cifar100 '{feature}' names differ from CIFAR-100's: {names[:5]}...")
     return Cifar100(
-        images=np.asarray(arrays["image"], np.uint8),
-        fine_labels=arrays["label"],
-        coarse_labels=arrays["coarse_label"],
-        fine_names=info.features["label"].names,
-        coarse_names=info.features["coarse_label"].names,
+        images=np.concatenate(parts["image"]).astype(np.uint8, copy=False),
+        fine_labels=np.concatenate(parts["label"]),
+        coarse_labels=np.concatenate(parts["coarse_label"]),
+        fine_names=fine_names,
+        coarse_names=coarse_names,
     )
+
+
+def _standard_label_names() -> tuple[list[str], list[str]]:
+    labels = json.loads(
+        resources.files("tf_deepemd.data").joinpath("splits", "cifar100-labels.json").read_text()
+    )
+    return labels["fine_label_names"], labels["coarse_label_names"]

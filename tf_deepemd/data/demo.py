@@ -14,15 +14,18 @@ matching and cross-reference weights.
 
 Splits: classes 0-63 train, 64-79 val, 80-99 test (64/16/20 as the
 benchmarks). Images: `images_per_class` (default 100) per class,
-`image_size` x `image_size` (default 32) RGB.
+`generated_size` x `generated_size` (default 32) RGB; reader options of
+``make_episode_dataset("demo", ...)``, e.g. ``images_per_class=20`` for a
+fast small variant.
 
 Difficulty (5-way 1-shot ProtoNet, 15 queries, 1,000 test-class episodes,
 measured by ``benchmarks/data_demo_difficulty.py`` on 2 CPU cores with the
 defaults): TODO.
 
-The data is a pure function of ``(seed, images_per_class, image_size)`` and
-the generator version. It is generated once (seconds) and cached as
-``demo-v{VERSION}-seed{seed}-n{images_per_class}-px{image_size}.npz`` under
+The data is a pure function of ``(generation_seed, images_per_class,
+generated_size)`` and the generator version. It is generated once (about 6 s
+for the defaults on one core) and cached as
+``demo-v{VERSION}-seed{seed}-n{images_per_class}-px{size}.npz`` under
 `data_dir`, by default ``$XDG_CACHE_HOME/tf_deepemd/demo`` (else
 ``~/.cache/tf_deepemd/demo``); the file is written atomically.
 """
@@ -38,7 +41,7 @@ from typing import Optional
 import numpy as np
 
 from tf_deepemd.data.image_split import ImageSplit
-from tf_deepemd.data.sampling import MAX_SEED, check_integer
+from tf_deepemd.data.sampling import check_integer
 
 VERSION = 1
 NUM_CLASSES = 100
@@ -69,29 +72,35 @@ def read_demo(
     split: str,
     data_dir: Optional[str] = None,
     images_per_class: int = DEFAULT_IMAGES_PER_CLASS,
-    image_size: int = DEFAULT_IMAGE_SIZE,
-    seed: int = 0,
+    generated_size: int = DEFAULT_IMAGE_SIZE,
+    generation_seed: int = 0,
 ) -> ImageSplit:
     """One split of the demo dataset, generated and cached on first use.
+
+    The option names differ from the pipelines' ``image_size`` (output side
+    after preprocessing) and ``seed`` (episodes, augmentation), which are
+    separate choices.
 
     Args:
       split: ``"train"`` (64 classes), ``"val"`` (16) or ``"test"`` (20).
       data_dir: cache folder (created if needed); None for the default.
       images_per_class: images of each class, >= 1.
-      image_size: side of the generated images, >= 8.
-      seed: generation seed, >= 0.
+      generated_size: side of the generated images, >= 8.
+      generation_seed: seed of the generator, >= 0.
 
     Returns:
       An in-memory `ImageSplit`; normalisation = per-channel mean/std of the
       train classes.
     """
     check_integer("images_per_class", images_per_class, minimum=1)
-    check_integer("image_size", image_size, minimum=8)
-    check_integer("seed", seed, minimum=0, maximum=MAX_SEED)
+    check_integer("generated_size", generated_size, minimum=8)
+    check_integer("generation_seed", generation_seed, minimum=0)
     if split not in SPLIT_CLASSES:
         raise ValueError(f"`split` must be one of {tuple(SPLIT_CLASSES)}, got {split!r}.")
     cache_dir = os.path.abspath(os.path.expanduser(data_dir or default_cache_dir()))
-    images, mean, std = load_or_generate(cache_dir, int(images_per_class), int(image_size), int(seed))
+    images, mean, std = load_or_generate(
+        cache_dir, int(images_per_class), int(generated_size), int(generation_seed)
+    )
     classes = SPLIT_CLASSES[split]
     return ImageSplit(
         dataset="demo",
@@ -99,7 +108,7 @@ def read_demo(
         class_names=tuple(f"pattern_{c:03d}" for c in classes),
         labels=np.repeat(np.arange(len(classes), dtype=np.int32), images_per_class),
         normalization=(tuple(mean.tolist()), tuple(std.tolist())),
-        images=images[classes.start : classes.stop].reshape(-1, image_size, image_size, 3),
+        images=images[classes.start : classes.stop].reshape(-1, generated_size, generated_size, 3),
     )
 
 
