@@ -26,7 +26,8 @@ How it is solved
    solved by the Schur complement onto the columns, an (M+1) x (M+1)
    positive-definite system once the free constant of the potentials is pinned
    by a rank-one term, and never as a dense system over the N*M flows.
-   Problems that converged are frozen while the others continue.
+   The best iterate of each problem is kept; the loop ends when every
+   problem has met the tolerance or stopped improving.
 3. The gradient (`tf.custom_gradient`) differentiates the KKT conditions at
    the returned iterate (implicit function theorem, as OptNet/qpth do) with
    one more solve of the same structured system; the iterations are not
@@ -84,9 +85,11 @@ Fields (`...` = the broadcast batch shape, dtype = the input dtype):
 # Fraction of the distance to the boundary of the positive orthant that one
 # step may cover; the usual choice for Mehrotra's method.
 _STEP_TO_BOUNDARY = 0.99
-# Relative diagonal shift keeping the Schur complement numerically positive
-# definite when the iterate is very close to a degenerate vertex.
-_SCHUR_REGULARIZATION = 1e-13
+# Iterations without a better iterate after which a problem stops (qpth's
+# `notImprovedLim`).
+_STALL_LIMIT = 3
+# Floor on flows and slacks of the normalised problem in the backward pass.
+_GRADIENT_FLOOR = 1e-9
 
 
 def _default_tolerance(dtype):
@@ -163,26 +166,26 @@ class _TransportProblem:
         Eliminating the flow and slack steps leaves, for the potentials (u, v),
         `[[diag(R), D], [D^T, diag(C)]]` with `D = flow / (l2 * flow + slack)`,
         R and C its row and column sums. Eliminating u gives the Schur
-        complement `diag(C) - D^T diag(1/R) D` over the columns. It is singular
-        along the all-ones vector of the active columns (potentials are
-        defined up to u + t, v - t); a rank-one term on that vector makes it
-        positive definite and selects the solution whose column steps sum to
-        zero, without changing it otherwise (right-hand sides are orthogonal
-        to that vector).
+        complement `S = diag(C) - D^T diag(1/R) D` over the columns. S is
+        singular along the all-ones vector of the active columns (potentials
+        are defined up to u + t, v - t). Adding `C C^T / sum(C)` makes it
+        positive definite and selects the solution with `C . dv = 0`, without
+        changing it otherwise: right-hand sides are orthogonal to the all-ones
+        vector. Scaling the term by C (not by a constant) keeps it in
+        proportion to every row of S when the masses span many orders of
+        magnitude.
         """
         denominator = slack if self.l2_cells is None else self.l2_cells * flow + slack
         scaling = flow / denominator  # zero on inactive cells (flow == 0)
         row_sums = tf.reduce_sum(scaling, axis=-1) + (1.0 - self.row_active)
         col_sums = tf.reduce_sum(scaling, axis=-2)
-        gauge_weight = tf.reduce_sum(col_sums, axis=-1) / tf.maximum(
-            tf.reduce_sum(self.col_active, axis=-1), 1.0
+        gauge = col_sums / tf.maximum(
+            tf.sqrt(tf.reduce_sum(col_sums, axis=-1, keepdims=True)), 1e-300
         )
         schur = (
-            tf.linalg.diag(col_sums * (1.0 + _SCHUR_REGULARIZATION) + (1.0 - self.col_active))
+            tf.linalg.diag(col_sums + (1.0 - self.col_active))
             - tf.matmul(scaling, scaling / row_sums[:, :, None], transpose_a=True)
-            + gauge_weight[:, None, None]
-            * self.col_active[:, :, None]
-            * self.col_active[:, None, :]
+            + gauge[:, :, None] * gauge[:, None, :]
         )
         return _NewtonFactors(denominator, scaling, row_sums, tf.linalg.cholesky(schur))
 
@@ -213,12 +216,17 @@ class _TransportProblem:
         return d_flow, self.cell_mask * d_slack, d_row, d_col
 
 
+_Iterate = collections.namedtuple(
+    "_Iterate", ["flow", "row_potential", "col_potential", "error"]
+)
+
+
 def _step_length(values, direction, fraction):
     """[B] min(1, fraction * largest alpha keeping values + alpha * direction >= 0).
 
     `values` must be positive wherever `direction` is non-zero.
     """
-    largest_decrease = tf.reduce_max(-direction / values, axis=[-2, -1])
+    largest_decrease = -tf.reduce_min(direction / values, axis=[-2, -1])
     return tf.where(
         largest_decrease > 0.0,
         tf.minimum(fraction / tf.maximum(largest_decrease, 1e-300), 1.0),
@@ -261,8 +269,9 @@ def _interior_point(problem, *, common_step, tolerance, max_iterations):
             primal = dual = tf.minimum(primal, dual)
         return primal, dual
 
-    def body(iteration, flow, row_potential, col_potential, slack, residual, frozen):
-        row_res, col_res, products, error = residual
+    def body(iteration, flow, row_potential, col_potential, slack, residual, best,
+             stalled_steps, stopped):
+        row_res, col_res, products, _ = residual
         mean_product = tf.reduce_sum(products, axis=[-2, -1]) / problem.num_cells
         factors = problem.factorize(flow, slack)
         flow_or_one = flow + problem.inactive_cells  # positive denominators for ratios
@@ -277,7 +286,7 @@ def _interior_point(problem, *, common_step, tolerance, max_iterations):
             + alpha_p * alpha_d * tf.reduce_sum(dx_ds, axis=[-2, -1])
         ) / problem.num_cells
         centering = tf.clip_by_value(
-            (predicted / tf.maximum(mean_product, 1e-300)) ** 3, 0.0, 1.0
+            tf.math.divide_no_nan(predicted, mean_product) ** 3, 0.0, 1.0
         )
 
         # Corrector: re-centre and account for the second-order term.
@@ -286,45 +295,51 @@ def _interior_point(problem, *, common_step, tolerance, max_iterations):
         ) - products
         dx, ds, du, dv = problem.newton_direction(factors, row_res, col_res, target_products)
         alpha_p, alpha_d = step_lengths(flow_or_one, slack, dx, ds, _STEP_TO_BOUNDARY)
-        candidate = (
-            flow + alpha_p[:, None, None] * dx,
-            row_potential + alpha_d[:, None] * du,
-            col_potential + alpha_d[:, None] * dv,
-        )
-        candidate_slack = problem.slack(*candidate)
-        candidate_residual = residuals(candidate[0], candidate_slack)
+        flow = flow + alpha_p[:, None, None] * dx
+        row_potential = row_potential + alpha_d[:, None] * du
+        col_potential = col_potential + alpha_d[:, None] * dv
+        slack = problem.slack(flow, row_potential, col_potential)
+        residual = residuals(flow, slack)
 
-        # Only steps that lower the error are taken. Close to the solution
-        # the Newton systems become too ill-conditioned to make progress (or
-        # their factorisation fails with NaN): such a problem stops at its
-        # best iterate instead of drifting away from it.
-        improved = candidate_residual[-1] < error  # False for NaN
-        accept = ~frozen & improved
-        new_state = tf.nest.map_structure(
+        # Close to the solution the Newton systems become ill-conditioned:
+        # steps may stop improving (or the factorisation may fail with NaN).
+        # As qpth does, the best iterate is kept, and a problem stops after
+        # _STALL_LIMIT steps without improvement or a non-finite one.
+        error = residual[-1]
+        improved = error < best.error  # False for NaN
+        best = tf.nest.map_structure(
             lambda new, old: tf.where(
-                tf.reshape(accept, [-1] + [1] * (new.shape.rank - 1)), new, old
+                tf.reshape(improved, [-1] + [1] * (new.shape.rank - 1)), new, old
             ),
-            (candidate, candidate_slack, candidate_residual),
-            ((flow, row_potential, col_potential), slack, residual),
+            _Iterate(flow, row_potential, col_potential, error),
+            best,
         )
-        (flow, row_potential, col_potential), slack, residual = new_state
-        frozen = frozen | ~improved | (residual[-1] <= tolerance)
-        return iteration + 1, flow, row_potential, col_potential, slack, residual, frozen
+        stalled_steps = tf.where(improved, 0, stalled_steps + 1)
+        stopped = (
+            stopped
+            | (best.error <= tolerance)
+            | (stalled_steps >= _STALL_LIMIT)
+            | ~tf.math.is_finite(error)
+        )
+        return iteration + 1, flow, row_potential, col_potential, slack, residual, best, \
+            stalled_steps, stopped
 
-    def cond(iteration, flow, row_potential, col_potential, slack, residual, frozen):
-        return ~tf.reduce_all(frozen)
+    def cond(iteration, flow, row_potential, col_potential, slack, residual, best,
+             stalled_steps, stopped):
+        return ~tf.reduce_all(stopped)
 
     flow, row_potential, col_potential = problem.initial_point()
     slack = problem.slack(flow, row_potential, col_potential)
     residual = residuals(flow, slack)
-    iterations, flow, row_potential, col_potential, _, residual, _ = tf.while_loop(
-        cond,
-        body,
-        (tf.constant(0), flow, row_potential, col_potential, slack, residual,
-         residual[-1] <= tolerance),
-        maximum_iterations=max_iterations,
+    best = _Iterate(flow, row_potential, col_potential, residual[-1])
+    loop_vars = (
+        tf.constant(0), flow, row_potential, col_potential, slack, residual, best,
+        tf.zeros_like(residual[-1], dtype=tf.int32), residual[-1] <= tolerance,
     )
-    return flow, row_potential, col_potential, residual[-1] <= tolerance, iterations
+    iterations, *_, best, _, _ = tf.while_loop(
+        cond, body, loop_vars, maximum_iterations=max_iterations
+    )
+    return best.flow, best.row_potential, best.col_potential, best.error <= tolerance, iterations
 
 
 def _kkt_gradient(problem, flow, slack, grad_flow):
@@ -338,7 +353,15 @@ def _kkt_gradient(problem, flow, slack, grad_flow):
     [p; q] = H^-1 [(D g) 1; (D g)^T 1], the adjoints are p (source),
     q (target), D * (p + q - g) (cost) and flow * that (L2 weights).
     """
-    factors = problem.factorize(flow, slack)
+    # As qpth does, flows and slacks are floored: at a tightly converged LP
+    # iterate D spans ~25 orders of magnitude and the solve loses all accuracy.
+    # The floor makes this the derivative at a point of the central path with
+    # complementarity products around 1e-9 (of the unit total mass and cost
+    # range), within ~1e-7 of the LP sensitivities at non-degenerate vertices.
+    factors = problem.factorize(
+        tf.maximum(flow, _GRADIENT_FLOOR * problem.cell_mask),
+        tf.maximum(slack, _GRADIENT_FLOOR),
+    )
     scaled_grad = factors.scaling * grad_flow
     grad_source, grad_target = problem.potential_step(
         factors, tf.reduce_sum(scaled_grad, axis=-1), tf.reduce_sum(scaled_grad, axis=-2)
