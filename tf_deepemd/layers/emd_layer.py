@@ -56,7 +56,7 @@ class EMDLayer(keras.layers.Layer):
             validate_args=self.validate_args,
         )
 
-    def compute_output_shape(self, cost_shape, source_shape=None, target_shape=None):
+    def compute_output_shape(self, cost_shape, source_weights_shape, target_weights_shape):
         return tuple(cost_shape)
 
     def get_config(self):
