@@ -92,3 +92,22 @@ def test_unreadable_image_in_pretraining_is_named(folder_with_bad_files):
         )
         with pytest.raises(tf.errors.InvalidArgumentError, match=r"truncated\.jpg|notes\.png"):
             list(batches)
+
+
+def test_class_whose_images_are_all_unreadable_is_reported_not_dropped(make_folder):
+    root = make_folder({"a": (0, 3), "b": (1, 3)})
+    os.makedirs(os.path.join(root, "c"))
+    for i in range(3):
+        with open(os.path.join(root, "c", f"{i}.jpg"), "wb") as stream:
+            stream.write(b"\xff\xd8 not really a JPEG")
+    with pytest.warns(UserWarning, match="skipped 3"), pytest.raises(ValueError, match=r"'c' \(0 images\)"):
+        make_episode_dataset("image_folder", "all", root, way=2, shot=1, query=1, on_bad_image="skip")
+    with pytest.warns(UserWarning) as warnings:
+        episodes = make_episode_dataset(
+            "image_folder", "all", root, way=2, shot=1, query=1, image_size=8, num_episodes=2,
+            on_bad_image="skip", on_small_class="exclude",
+        )
+    assert any("'c' (0 images)" in str(w.message) for w in warnings)
+    normalization = load_split("image_folder", "all", root).normalization
+    for (support, _, query), _ in episodes:
+        assert set(colour_to_class(mean_colours(np.concatenate([support, query]), normalization))) == {0, 1}

@@ -11,6 +11,7 @@ from tf_deepemd.data.preprocessing import (
     normalize,
     preprocess_image,
     random_resized_crop_window,
+    resize_bilinear,
     resize_center_crop,
 )
 
@@ -60,6 +61,17 @@ def test_eval_transform_resizes_to_92_over_84_and_centre_crops():
     image = rng.integers(0, 256, size=(35, 35, 3)).astype(np.uint8)
     out = resize_center_crop(tf.constant(image), 32).numpy()
     np.testing.assert_allclose(out, image[2:34, 2:34].astype(np.float32), atol=1e-3)
+
+
+@pytest.mark.parametrize("source, target", [((30, 40), (50, 50)), ((90, 60), (32, 32)), ((20, 70), (40, 40))])
+def test_resize_matches_antialiased_bilinear_with_static_and_dynamic_shapes(source, target):
+    image = tf.constant(np.random.default_rng(2).integers(0, 256, size=source + (3,)).astype(np.uint8))
+    reference = tf.image.resize(image, target, antialias=True).numpy()
+    np.testing.assert_allclose(resize_bilinear(image, *target).numpy(), reference, atol=1e-3)
+    dynamic = tf.function(
+        lambda x: resize_bilinear(x, *target), input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)]
+    )
+    np.testing.assert_allclose(dynamic(image).numpy(), reference, atol=1e-3)
 
 
 def test_normalize_uses_the_given_mean_and_std():

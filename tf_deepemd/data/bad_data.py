@@ -97,7 +97,7 @@ def exclude_small_classes(data: ImageSplit, min_images: int, on_small_class: str
     if on_small_class == "error":
         raise ValueError(message + " Pass on_small_class='exclude' to leave them out.")
     warnings.warn(message + " They are left out.", stacklevel=3)
-    return data.subset(~np.isin(data.labels, small))
+    return data.without_classes(small)
 
 
 def drop_unreadable_images(data: ImageSplit) -> ImageSplit:

@@ -96,27 +96,16 @@ class ImageSplit:
         bounds = np.cumsum(self.class_sizes())[:-1]
         return np.split(order.astype(np.int64), bounds)
 
-    def describe_image(self, index: int) -> str:
-        """A human-readable name of image `index` (its path, if a file)."""
-        if self.paths is not None:
-            return self.paths[index]
-        return f"{self.dataset}/{self.split} image #{index} (class {self.class_names[self.labels[index]]!r})"
-
     def subset(self, keep_images: np.ndarray, skipped: Sequence[str] = ()) -> "ImageSplit":
-        """A split with only the images where `keep_images` (bool ``[N]``) is true.
+        """The same classes with only the images where `keep_images` (bool ``[N]``) is true.
 
-        Classes left without images are dropped and the remaining classes
-        relabelled ``0 .. C' - 1`` in their original order.
+        A class may be left with no images; `skipped` is appended to
+        `self.skipped`.
         """
         keep_images = np.asarray(keep_images, bool)
-        kept_labels = self.labels[keep_images]
-        kept_classes = np.unique(kept_labels)
-        relabel = np.full(self.num_classes, -1, np.int32)
-        relabel[kept_classes] = np.arange(len(kept_classes), dtype=np.int32)
         return dataclasses.replace(
             self,
-            class_names=tuple(self.class_names[c] for c in kept_classes),
-            labels=relabel[kept_labels],
+            labels=self.labels[keep_images],
             paths=(
                 tuple(p for p, keep in zip(self.paths, keep_images) if keep)
                 if self.paths is not None
@@ -124,4 +113,17 @@ class ImageSplit:
             ),
             images=self.images[keep_images] if self.images is not None else None,
             skipped=self.skipped + tuple(skipped),
+        )
+
+    def without_classes(self, classes: Sequence[int]) -> "ImageSplit":
+        """The split without `classes` and their images; the other classes are
+        relabelled ``0 .. C' - 1`` in their original order."""
+        kept_classes = np.setdiff1d(np.arange(self.num_classes), np.asarray(classes, np.int64))
+        relabel = np.full(self.num_classes, -1, np.int32)
+        relabel[kept_classes] = np.arange(len(kept_classes), dtype=np.int32)
+        smaller = self.subset(relabel[self.labels] >= 0)
+        return dataclasses.replace(
+            smaller,
+            class_names=tuple(self.class_names[c] for c in kept_classes),
+            labels=relabel[smaller.labels],
         )

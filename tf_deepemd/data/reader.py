@@ -30,15 +30,6 @@ BAD_IMAGE_MESSAGE = (
 )
 
 
-def image_loader(split: ImageSplit) -> Callable[[tf.Tensor], tf.Tensor]:
-    """A graph function: int64 scalar index -> uint8 ``[H, W, 3]`` image."""
-    if split.in_memory:
-        images = tf.constant(split.images)
-        return lambda index: tf.gather(images, index)
-    paths = tf.constant(list(split.paths))
-    return lambda index: decode_image_file(tf.gather(paths, index))
-
-
 def preprocessed_batches(
     split: ImageSplit,
     stream: tf.data.Dataset,
@@ -70,7 +61,12 @@ def preprocessed_batches(
       ``[B]``, ``B = batch_size`` except for a final partial batch (the
       static shape is set when every batch is full).
     """
-    load = image_loader(split)
+    if split.in_memory:
+        all_images = tf.constant(split.images)
+        load = lambda index: tf.gather(all_images, index)  # noqa: E731
+    else:
+        paths = tf.constant(list(split.paths))
+        load = lambda index: decode_image_file(tf.gather(paths, index))  # noqa: E731
     normalization = split.normalization
 
     def load_and_transform(position, index):
@@ -92,7 +88,6 @@ def preprocessed_batches(
     else:
         # Batch without dropping: the check must see a short final batch.
         batches = images.ignore_errors().batch(batch_size).enumerate()
-        paths = tf.constant(list(split.paths))
         batches = batches.map(
             _checked_batch(batch_size, total, lambda p: tf.gather(paths, index_at_position(p)))
         )
