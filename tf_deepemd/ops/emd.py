@@ -129,8 +129,8 @@ class _TransportProblem:
       l2_cells: [B, n, m] float64 >= 0, the L2 weight of each cell, or None
         for the linear program (saves the L2 terms in every iteration).
 
-    The slack is never stored: it is `cost + l2 * flow - (u + v)` on active
-    cells, so the iterates are dual feasible by construction and the Newton
+    The iterates start dual feasible (slack = `cost + l2 * flow - (u + v)` on
+    active cells) and the steps keep them so, up to rounding: the Newton
     systems carry no dual residual.
     """
 
@@ -141,6 +141,7 @@ class _TransportProblem:
         self.col_active = tf.cast(target > 0.0, dtype)
         self.cell_mask = self.row_active[:, :, None] * self.col_active[:, None, :]
         self.inactive_cells = 1.0 - self.cell_mask
+        self.negative_mask = -self.cell_mask
         self.num_cells = tf.maximum(tf.reduce_sum(self.cell_mask, axis=[-2, -1]), 1.0)
 
     def reduced_cost(self, flow):
@@ -197,14 +198,22 @@ class _TransportProblem:
         d_row = (row_rhs - tf.linalg.matvec(scaling, d_col)) / row_sums
         return d_row, d_col
 
-    def newton_direction(self, factors, row_residual, col_residual, target_products):
+    def newton_direction(self, factors, row_residual, col_residual, target_products=None,
+                         flow=None, slack=None):
         """Newton step (d_flow, d_slack, d_u, d_v) of the linearised KKT conditions
 
             l2 * dx - (du + dv) - ds = 0            (dual feasibility is kept)
             dx.sum(-1) = -row_residual,  dx.sum(-2) = -col_residual
             slack * dx + flow * ds = target_products   (zero on inactive cells)
+
+        `target_products=None` is the affine-scaling (predictor) step,
+        target = -flow * slack, for which `flow` and `slack` must be given.
         """
-        particular = target_products / factors.denominator
+        if target_products is None:
+            # target / (l2 * flow + slack) = -flow for the LP, -D * slack otherwise.
+            particular = -flow if self.l2_cells is None else -factors.scaling * slack
+        else:
+            particular = target_products / factors.denominator
         d_row, d_col = self.potential_step(
             factors,
             -row_residual - tf.reduce_sum(particular, axis=-1),
@@ -212,8 +221,11 @@ class _TransportProblem:
         )
         d_potentials = _pairwise_sum(d_row, d_col)
         d_flow = factors.scaling * d_potentials + particular
-        d_slack = -d_potentials if self.l2_cells is None else self.l2_cells * d_flow - d_potentials
-        return d_flow, self.cell_mask * d_slack, d_row, d_col
+        if self.l2_cells is None:
+            d_slack = self.negative_mask * d_potentials
+        else:
+            d_slack = self.cell_mask * (self.l2_cells * d_flow - d_potentials)
+        return d_flow, d_slack, d_row, d_col
 
 
 _Iterate = collections.namedtuple(
@@ -258,8 +270,6 @@ def _interior_point(problem, *, common_step, tolerance, max_iterations):
             tf.reduce_sum(products, axis=[-2, -1]),
             tf.maximum(tf.reduce_max(tf.abs(row), axis=-1), tf.reduce_max(tf.abs(col), axis=-1)),
         )
-        # A non-positive slack (rounding at the very end) makes the point unusable.
-        error = tf.where(tf.reduce_min(slack, axis=[-2, -1]) > 0.0, error, np.inf)
         return row, col, products, error
 
     def step_lengths(flow_or_one, slack, d_flow, d_slack, fraction):
@@ -277,7 +287,9 @@ def _interior_point(problem, *, common_step, tolerance, max_iterations):
         flow_or_one = flow + problem.inactive_cells  # positive denominators for ratios
 
         # Predictor: the pure Newton (affine-scaling) direction.
-        dx, ds, _, _ = problem.newton_direction(factors, row_res, col_res, -products)
+        dx, ds, _, _ = problem.newton_direction(
+            factors, row_res, col_res, flow=flow, slack=slack
+        )
         alpha_p, alpha_d = step_lengths(flow_or_one, slack, dx, ds, 1.0)
         dx_ds = dx * ds
         predicted = mean_product + (
@@ -298,7 +310,7 @@ def _interior_point(problem, *, common_step, tolerance, max_iterations):
         flow = flow + alpha_p[:, None, None] * dx
         row_potential = row_potential + alpha_d[:, None] * du
         col_potential = col_potential + alpha_d[:, None] * dv
-        slack = problem.slack(flow, row_potential, col_potential)
+        slack = slack + alpha_d[:, None, None] * ds  # stays > 0: step to boundary < 1
         residual = residuals(flow, slack)
 
         # Close to the solution the Newton systems become ill-conditioned:
