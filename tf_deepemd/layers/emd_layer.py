@@ -2,7 +2,7 @@
 
 import keras
 
-from tf_deepemd.ops import emd as emd_ops
+from tf_deepemd.ops.emd import emd
 
 
 @keras.saving.register_keras_serializable(package="tf_deepemd")
@@ -46,7 +46,7 @@ class EMDLayer(keras.layers.Layer):
         self.supports_jit = False
 
     def call(self, cost, source_weights, target_weights):
-        return emd_ops.emd(
+        return emd(
             cost,
             source_weights,
             target_weights,
