@@ -617,37 +617,51 @@ def _solve_flat(cost, source, target, l2_strength, *, balance_threshold, toleran
     dummy_row_mass = tf.where(balanced, zero, tf.nn.relu(target_total - source_total))
     dummy_col_mass = tf.where(balanced, zero, tf.nn.relu(source_total - target_total))
 
-    def normalise_masses(masses, dummy):
-        masses = tf.concat([masses, dummy[:, None]], axis=-1) / safe_total[:, None]
-        # Masses far below the precision of the total are rounding noise.
-        return tf.where(masses > 1e-14, masses, tf.zeros_like(masses))
-
-    padded_source = normalise_masses(source, dummy_row_mass)
-    padded_target = normalise_masses(target, dummy_col_mass)
-
     cost_min = tf.reduce_min(cost, axis=[-2, -1])
     cost_range = tf.reduce_max(cost, axis=[-2, -1]) - cost_min
     safe_range = tf.where(cost_range > 0.0, cost_range, tf.ones_like(cost_range))
     normalised_cost = (cost - cost_min[:, None, None]) / safe_range[:, None, None]
-    # Dummy cells cost the minimum: any constant works, their total flow is fixed.
-    padded_cost = tf.pad(normalised_cost, [[0, 0], [0, 1], [0, 1]])
-    real_cells = tf.pad(tf.ones_like(cost), [[0, 0], [0, 1], [0, 1]])
-    # x = total * x', cost = range * cost' + min: the objective divided by
-    # total * range has l2' = l2 * total / range, and no L2 on the dummies.
-    if l2_strength is None:
-        l2_cells = None
-    else:
-        l2_cells = (l2_strength * safe_total / safe_range)[:, None, None] * real_cells
 
-    flow, row_potential, col_potential, converged, iterations = _solve_balanced(
-        padded_cost,
-        padded_source,
-        padded_target,
-        l2_cells,
-        tolerance=tolerance,
-        max_iterations=max_iterations,
-    )
-    flow = flow[:, :-1, :-1] * safe_total[:, None, None]
+    def normalise_masses(masses, dummy):
+        if dummy is not None:
+            masses = tf.concat([masses, dummy[:, None]], axis=-1)
+        masses = masses / safe_total[:, None]
+        # Masses far below the precision of the total are rounding noise.
+        return tf.where(masses > 1e-14, masses, tf.zeros_like(masses))
+
+    def solve(with_dummies):
+        """Solves with or without the dummy row and column (all balanced)."""
+        padding = [[0, 0], [0, 1], [0, 1]] if with_dummies else [[0, 0], [0, 0], [0, 0]]
+        # Dummy cells cost the minimum: any constant works, their total flow is fixed.
+        padded_cost = tf.pad(normalised_cost, padding)
+        if l2_strength is None:
+            l2_cells = None
+        else:
+            # x = total * x', cost = range * cost' + min: the objective divided
+            # by total * range has l2' = l2 * total / range; no L2 on dummies.
+            l2_cells = (l2_strength * safe_total / safe_range)[:, None, None] * tf.pad(
+                tf.ones_like(cost), padding
+            )
+        flow, row_potential, col_potential, converged, iterations = _solve_balanced(
+            padded_cost,
+            normalise_masses(source, dummy_row_mass if with_dummies else None),
+            normalise_masses(target, dummy_col_mass if with_dummies else None),
+            l2_cells,
+            tolerance=tolerance,
+            max_iterations=max_iterations,
+        )
+        if not with_dummies:
+            return flow, row_potential, col_potential, zero, zero, converged, iterations
+        return (flow[:, :-1, :-1], row_potential[:, :-1], col_potential[:, :-1],
+                row_potential[:, -1], col_potential[:, -1], converged, iterations)
+
+    # DeepEMD's problems are balanced: skip the dummies (~8 % of the work at
+    # 25 x 25) when the whole batch is.
+    flow, row_potential, col_potential, dummy_row_potential, dummy_col_potential, \
+        converged, iterations = tf.cond(
+            tf.reduce_all(balanced), lambda: solve(False), lambda: solve(True)
+        )
+    flow = flow * safe_total[:, None, None]
 
     # Back to the input's units (cost = range * cost' + min, the min carried
     # by u), then fix the free constant t in (u + t, v - t): the dummy of an
@@ -656,19 +670,19 @@ def _solve_flat(cost, source, target, l2_strength, *, balance_threshold, toleran
     # sum evenly.
     row_potential = tf.stop_gradient(safe_range[:, None] * row_potential + cost_min[:, None])
     col_potential = tf.stop_gradient(safe_range[:, None] * col_potential)
-    source_value = tf.reduce_sum(row_potential[:, :-1] * source, axis=-1)
-    target_value = tf.reduce_sum(col_potential[:, :-1] * target, axis=-1)
+    source_value = tf.reduce_sum(row_potential * source, axis=-1)
+    target_value = tf.reduce_sum(col_potential * target, axis=-1)
     shift = tf.where(
         balanced | (total <= 0.0),
         tf.math.divide_no_nan(target_value - source_value, source_total + target_total),
         tf.where(
             source_total > target_total,
-            col_potential[:, -1] - cost_min,  # v_dummy -> min cost
-            cost_min - row_potential[:, -1],  # u_dummy -> min cost
+            safe_range * dummy_col_potential - cost_min,  # v_dummy -> min cost
+            -safe_range * dummy_row_potential,  # u_dummy (+ min) -> min cost
         ),
     )
-    source_potentials = row_potential[:, :-1] + shift[:, None]
-    target_potentials = col_potential[:, :-1] - shift[:, None]
+    source_potentials = row_potential + shift[:, None]
+    target_potentials = col_potential - shift[:, None]
     return flow, source_potentials, target_potentials, converged, iterations
 
 
