@@ -106,7 +106,14 @@ def main():
     parser.add_argument("--images-per-class", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    data_dir = args.data_dir or tempfile.mkdtemp(prefix="tf_deepemd_demo_")
+    if args.data_dir:
+        run(args, args.data_dir)
+    else:
+        with tempfile.TemporaryDirectory(prefix="tf_deepemd_demo_") as data_dir:
+            run(args, data_dir)
+
+
+def run(args, data_dir):
     image_size = 32
     options = dict(data_dir=data_dir, image_size=image_size, generated_size=image_size,
                    images_per_class=args.images_per_class)

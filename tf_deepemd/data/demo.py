@@ -7,10 +7,10 @@ classes, so colour alone does not give the class away). An image shows its
 class's object at a random position and scale on a cluttered background made
 of other patterns (a pool of clutter objects built the same way but smaller,
 over a smooth random colour field), with per-image colour jitter and noise.
-Where the object is varies from image to image and most pixels belong to the
-clutter, so comparing images pixel by pixel does little; finding and matching
-the object region is what works, which is the point of DeepEMD's region
-matching and cross-reference weights.
+The object covers about 20-60 % of the image and its place varies from image
+to image, the rest being clutter and background, so comparing images pixel
+by pixel does little; finding and matching the object region is what works,
+which is what DeepEMD's region matching and cross-reference weights are for.
 
 Splits: classes 0-63 train, 64-79 val, 80-99 test (64/16/20 as the
 benchmarks). Images: `images_per_class` (default 100) per class,
@@ -18,9 +18,14 @@ benchmarks). Images: `images_per_class` (default 100) per class,
 ``make_episode_dataset("demo", ...)``, e.g. ``images_per_class=20`` for a
 fast small variant.
 
-Difficulty (5-way 1-shot ProtoNet, 15 queries, 1,000 test-class episodes,
-measured by ``benchmarks/data_demo_difficulty.py`` on 2 CPU cores with the
-defaults): TODO.
+Difficulty, measured by ``benchmarks/data_demo_difficulty.py`` (defaults:
+100 images per class, 32 px; 5-way 1-shot ProtoNet, 15 queries, 1,000
+episodes of the test classes; 2 shared CPU cores), mean accuracy +- 95 % CI:
+
+* raw pixels (normalised, flattened): 24.3 +- 0.3 % (chance: 20 %);
+* a 4-block conv net (32-64-64-64, 0.1 M parameters) trained for 60 s as a
+  64-way classifier on the train classes (about 1,500 steps of 64 images),
+  global-average-pooled features: 72.7 +- 0.7 %.
 
 The data is a pure function of ``(generation_seed, images_per_class,
 generated_size)`` and the generator version. It is generated once (about 6 s
