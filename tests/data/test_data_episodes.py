@@ -167,3 +167,31 @@ def test_same_episodes_in_another_process(demo_dir, folder_root):
     )
     there = json.loads(result.stdout.strip().splitlines()[-1])
     assert there == here
+
+
+def test_episodes_feed_model_fit_and_evaluate(demo_dir):
+    import keras
+
+    class TinyProtoNet(keras.Model):
+        """Logits = -squared distance of each query to its class prototype."""
+
+        def __init__(self):
+            super().__init__()
+            self.embed = keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(8)])
+
+        def call(self, inputs):
+            support, support_labels, query = inputs
+            prototypes = tf.math.unsorted_segment_mean(self.embed(support), support_labels, 5)
+            queries = self.embed(query)
+            return -tf.reduce_sum(tf.square(queries[:, None] - prototypes[None]), axis=-1)
+
+    model = TinyProtoNet()
+    model.compile(
+        optimizer="sgd",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    history = model.fit(demo_episodes(demo_dir, training=True), epochs=1, verbose=0, shuffle=False)
+    assert np.isfinite(history.history["loss"][0])
+    loss, accuracy = model.evaluate(demo_episodes(demo_dir), verbose=0)
+    assert np.isfinite(loss) and 0.0 <= accuracy <= 1.0
