@@ -125,17 +125,11 @@ def test_bad_arguments_are_named(demo_dir, argument, value):
 
 SUBPROCESS_SCRIPT = textwrap.dedent(
     """
-    import hashlib, json, os, sys
+    import json, os, sys
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     sys.path.insert(0, {repo!r})
+    from tests.data.test_data_episodes import digest
     from tf_deepemd.data import make_episode_dataset
-
-    def digest(dataset):
-        hasher = hashlib.sha256()
-        for (support, support_labels, query), query_labels in dataset:
-            for tensor in (support, support_labels, query, query_labels):
-                hasher.update(tensor.numpy().tobytes())
-        return hasher.hexdigest()
 
     cases = json.loads(sys.argv[1])
     print(json.dumps([digest(make_episode_dataset(*args, **kwargs)) for args, kwargs in cases]))
@@ -144,6 +138,7 @@ SUBPROCESS_SCRIPT = textwrap.dedent(
 
 
 def digest(dataset):
+    """sha256 of every tensor of every episode (also run in the subprocess)."""
     hasher = hashlib.sha256()
     for (support, support_labels, query), query_labels in dataset:
         for tensor in (support, support_labels, query, query_labels):
