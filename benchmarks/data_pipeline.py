@@ -104,7 +104,11 @@ def main():
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--shared-data", default=os.path.join(HERE, "..", "..", "shared", "data"))
     args = parser.parse_args()
-    work = tempfile.mkdtemp(prefix="tf_deepemd_bench_")
+    with tempfile.TemporaryDirectory(prefix="tf_deepemd_bench_") as work:
+        run(args, work)
+
+
+def run(args, work):
     episodes = dict(way=5, shot=1, query=15, num_episodes=100_000 // 80 + 10, seed=0)
     cases = []
 
