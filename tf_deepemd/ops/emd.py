@@ -217,16 +217,18 @@ class _TransportProblem:
         `target_products=None` is the affine-scaling (predictor) step,
         target = -flow * slack, for which `flow` and `slack` must be given.
         """
-        if target_products is None:
-            # target / (l2 * flow + slack) = -flow for the LP, -D * slack otherwise.
-            particular = -flow if self.l2_cells is None else -factors.scaling * slack
+        if target_products is None and self.l2_cells is None:
+            # target / slack = -flow, whose sums are residual + marginal.
+            particular = -flow
+            row_rhs, col_rhs = self.source, self.target
         else:
-            particular = target_products / factors.denominator
-        d_row, d_col = self.potential_step(
-            factors,
-            -row_residual - tf.reduce_sum(particular, axis=-1),
-            -col_residual - tf.reduce_sum(particular, axis=-2),
-        )
+            if target_products is None:
+                particular = -factors.scaling * slack
+            else:
+                particular = target_products / factors.denominator
+            row_rhs = -row_residual - tf.reduce_sum(particular, axis=-1)
+            col_rhs = -col_residual - tf.reduce_sum(particular, axis=-2)
+        d_row, d_col = self.potential_step(factors, row_rhs, col_rhs)
         d_potentials = _pairwise_sum(d_row, d_col)
         d_flow = factors.scaling * d_potentials + particular
         if self.l2_cells is None:
@@ -274,11 +276,12 @@ def _interior_point(problem, *, common_step, tolerance, max_iterations):
         row = tf.reduce_sum(flow, axis=-1) - problem.source
         col = tf.reduce_sum(flow, axis=-2) - problem.target
         products = flow * slack
+        gap = tf.reduce_sum(products, axis=[-2, -1])
         error = tf.maximum(
-            tf.reduce_sum(products, axis=[-2, -1]),
+            gap,
             tf.maximum(tf.reduce_max(tf.abs(row), axis=-1), tf.reduce_max(tf.abs(col), axis=-1)),
         )
-        return row, col, products, error
+        return row, col, products, gap, error
 
     def step_lengths(flow_or_one, slack, d_flow, d_slack, fraction):
         primal = _step_length(flow_or_one, d_flow, fraction)
@@ -289,8 +292,8 @@ def _interior_point(problem, *, common_step, tolerance, max_iterations):
 
     def body(iteration, flow, row_potential, col_potential, slack, residual, best,
              stalled_steps, stopped):
-        row_res, col_res, products, _ = residual
-        mean_product = tf.reduce_sum(products, axis=[-2, -1]) / problem.num_cells
+        row_res, col_res, products, gap, _ = residual
+        mean_product = gap / problem.num_cells
         factors = problem.factorize(flow, slack)
         flow_or_one = flow + problem.inactive_cells  # positive denominators for ratios
 
