@@ -15,16 +15,16 @@ DeepEMD code):
   with two, torch 2.13's batched LU corrupts its pivots).
 
 Each (method, batch, N) runs in its own worker process so that its peak memory
-(growth of the resident set over the worker's baseline, ru_maxrss) is its own.
+(growth of the resident set during the timed runs, VmHWM) is its own.
 Times are the median of `--repeats` runs after one warm-up. The objective
 error is max over problems of |objective - HiGHS| / HiGHS. Prints a table and
 writes benchmarks/results/emd_solver.json.
 """
 
 import argparse
+import importlib.util
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -197,22 +197,29 @@ OPTIONAL_MODULES = {"cv2.EMD loop": "cv2", "POT ot.emd loop": "ot", "HiGHS loop"
                     "qpth L2 fwd": "qpth", "qpth L2 fwd+bwd": "qpth"}
 
 
-def max_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def current_rss_mb():
-    with open("/proc/self/statm") as file:
-        return int(file.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+def _status_mb(field):
+    with open("/proc/self/status") as file:
+        for line in file:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    raise KeyError(field)
 
 
 def worker(method, problems_file, repeats):
-    """Runs one method on one batch in this process; prints a JSON line."""
+    """Runs one method on one batch in this process; prints a JSON line.
+
+    Peak memory is the high-water mark of the resident set during the timed
+    runs (reset after the warm-up through /proc/self/clear_refs) minus the
+    resident set before them: what one more solve of the batch costs, without
+    one-time costs such as imports and graph tracing.
+    """
     data = np.load(problems_file)
     cost, source, target = data["cost"], data["source"], data["target"]
     run = METHODS[method](cost, source, target)
-    baseline = current_rss_mb()
     objectives = run()  # warm-up (tracing, first allocations)
+    baseline = _status_mb("VmRSS")
+    with open("/proc/self/clear_refs", "w") as file:
+        file.write("5")  # resets VmHWM to the current resident set
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -221,20 +228,14 @@ def worker(method, problems_file, repeats):
     print(json.dumps({
         "seconds": float(np.median(times)),
         "all_seconds": times,
-        "peak_mb": max(max_rss_mb() - baseline, 0.0),
+        "peak_mb": max(_status_mb("VmHWM") - baseline, 0.0),
         "objectives": np.asarray(objectives, np.float64).tolist(),
     }))
 
 
 def available(method):
     module = OPTIONAL_MODULES.get(method)
-    if module is None:
-        return True
-    try:
-        __import__(module)
-        return True
-    except ImportError:
-        return False
+    return module is None or importlib.util.find_spec(module) is not None
 
 
 def main():
