@@ -15,17 +15,17 @@ of the official DeepEMD training code (a strictly convex QP).
 How it is solved
 ----------------
 1. The problem is made balanced by one dummy row and one dummy column, whose
-   masses take up the excess of the heavier side (zero when the totals agree),
-   and rescaled so that the total mass is 1 and the cost spans [0, 1]. Neither
-   change moves the minimiser: the total flow is fixed, so shifting the cost
-   by a constant only shifts the objective.
+   masses take up the excess of the heavier side (left out when every problem
+   of the batch is balanced), and rescaled so that the total mass is 1 and the
+   cost spans [0, 1]. Neither change moves the minimiser: the total flow is
+   fixed, so shifting the cost by a constant only shifts the objective.
 2. A primal-dual interior-point method (Mehrotra predictor-corrector) runs
    inside one `tf.while_loop` over the whole batch. The Newton step of a
    transportation problem has the block structure
    `[[diag(R), D], [D^T, diag(C)]]` (D = flow / (l2 * flow + slack)); it is
-   solved by the Schur complement onto the columns, an (M+1) x (M+1)
-   positive-definite system once the free constant of the potentials is pinned
-   by a rank-one term, and never as a dense system over the N*M flows.
+   solved by the Schur complement onto the columns (the smaller side), an
+   M x M positive-definite system once the free constant of the potentials is
+   pinned by a rank-one term, and never as a dense system over the N*M flows.
    The best iterate of each problem is kept; the loop ends when every
    problem has met the tolerance or stopped improving.
 3. The gradient (`tf.custom_gradient`) differentiates the KKT conditions at
@@ -69,8 +69,9 @@ EMDResult.__doc__ = """Solution of a batch of EMD problems (see `solve_emd`).
 Fields (`...` = the broadcast batch shape, dtype = the input dtype):
   flow: [..., N, M] optimal transport plan.
   transport_cost: [...] `sum(cost * flow)` (the work; no L2 term).
-  distance: [...] `transport_cost / sum(flow)`, the Earth Mover's Distance as
-    `cv2.EMD` returns it (0 where no mass moves).
+  distance: [...] `transport_cost / sum(flow)`, Rubner's Earth Mover's
+    Distance (0 where no mass moves). `cv2.EMD` returns the same for equal
+    totals; for unequal ones it divides by the larger total instead.
   source_potentials: [..., N], target_potentials: [..., M] dual potentials
     (u, v) of the balanced problem; for the linear program
     `cost[i, j] >= u[i] + v[j]` with equality wherever flow > 0, and
