@@ -70,3 +70,59 @@ def deepemd_problems(rng, batch, num_nodes, channels=640):
     source *= num_nodes / source.sum(-1, keepdims=True)
     target *= num_nodes / target.sum(-1, keepdims=True)
     return cost, source, target
+
+
+def deepemd_logits(query, proto, node_weights="cross_reference", temperature=12.5):
+    """DeepEMD logits of METHOD 1.1 in NumPy, one HiGHS LP per (query, prototype) pair.
+
+    Weights: relu(dot of each node with the other set's mean node) + 1e-3 on
+    the raw features, rescaled to sum to the node count (or all ones);
+    similarity: cosine of the 'center'-normalised nodes (each node minus its
+    own channel mean, PyTorch's 1e-8 norm floor); flow: the EMD of cost 1 - S;
+    logit = (T / N) * sum(S * flow).
+
+    Args:
+      query: [Q, N, C], proto: [W, M, C] array-likes.
+      node_weights: 'cross_reference' or 'uniform'.
+
+    Returns:
+      dict of float64 arrays: logits [Q, W], flow [Q, W, N, M],
+      similarity [Q, W, N, M], source [Q, W, N], target [Q, W, M].
+    """
+    query = np.asarray(query, np.float64)
+    proto = np.asarray(proto, np.float64)
+    num_query, n = query.shape[:2]
+    way, m = proto.shape[:2]
+
+    def unit(x):
+        return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-8)
+
+    centred_q = unit(query - query.mean(-1, keepdims=True))
+    centred_p = unit(proto - proto.mean(-1, keepdims=True))
+    out = {
+        name: np.zeros(shape)
+        for name, shape in (
+            ("logits", (num_query, way)),
+            ("flow", (num_query, way, n, m)),
+            ("similarity", (num_query, way, n, m)),
+            ("source", (num_query, way, n)),
+            ("target", (num_query, way, m)),
+        )
+    }
+    for i in range(num_query):
+        for j in range(way):
+            if node_weights == "uniform":
+                source, target = np.ones(n), np.ones(m)
+            else:
+                source = np.maximum(query[i] @ proto[j].mean(0), 0.0) + 1e-3
+                target = np.maximum(proto[j] @ query[i].mean(0), 0.0) + 1e-3
+                source = source * n / source.sum()
+                target = target * m / target.sum()
+            similarity = centred_q[i] @ centred_p[j].T
+            _, flow = highs_emd(1.0 - similarity, source, target)
+            out["logits"][i, j] = temperature / n * np.sum(similarity * flow)
+            out["flow"][i, j] = flow
+            out["similarity"][i, j] = similarity
+            out["source"][i, j] = source
+            out["target"][i, j] = target
+    return out

@@ -1,0 +1,130 @@
+"""`DeepEMDHead`: DeepEMD logits of query node sets against prototype node sets."""
+
+import keras
+import tensorflow as tf
+
+from tf_deepemd.ops import matching
+
+
+def check_node_sets(query_nodes, proto_nodes, proto_name="proto_nodes"):
+    """Static checks of a ``([Q, N, C], [W, M, C])`` pair; returns tensors.
+
+    Raises ValueError naming the argument: wrong rank, non-float dtype,
+    channel mismatch, or a statically empty node axis.
+    """
+    query_nodes = tf.convert_to_tensor(query_nodes)
+    proto_nodes = tf.convert_to_tensor(proto_nodes)
+    for name, tensor in (("query_nodes", query_nodes), (proto_name, proto_nodes)):
+        if tensor.shape.rank is not None and tensor.shape.rank != 3:
+            raise ValueError(
+                f"`{name}` must have rank 3 ([images, nodes, channels]), got shape "
+                f"{tensor.shape}."
+            )
+        if not tensor.dtype.is_floating:
+            raise ValueError(f"`{name}` must be a float tensor, got {tensor.dtype.name}.")
+        if tensor.shape.rank is not None and tensor.shape[1] == 0:
+            raise ValueError(f"`{name}` has no nodes (shape {tensor.shape}).")
+    cq, cp = query_nodes.shape[-1], proto_nodes.shape[-1]
+    if cq is not None and cp is not None and cq != cp:
+        raise ValueError(
+            f"Channel mismatch: `query_nodes` has {cq} channels, `{proto_name}` has {cp}."
+        )
+    if query_nodes.dtype != proto_nodes.dtype:
+        raise ValueError(
+            f"dtype mismatch: `query_nodes` is {query_nodes.dtype.name}, `{proto_name}` is "
+            f"{proto_nodes.dtype.name}."
+        )
+    return query_nodes, proto_nodes
+
+
+@keras.saving.register_keras_serializable(package="tf_deepemd")
+class DeepEMDHead(keras.layers.Layer):
+    """DeepEMD logits (METHOD 1.1): EMD flows between node sets, scored by similarity.
+
+    ``call(query_nodes [Q, N, C], proto_nodes [W, M, C]) -> logits [Q, W]``
+    with ``logits[q, w] = (temperature / N) * sum_ab S[q, w] * flow[q, w]``,
+    S the cosine similarity of the 'center'-normalised nodes, flow the
+    optimal flow for cost ``1 - S`` between the node weights of the two
+    sets. All ``Q * W`` transportation problems go to ONE batched solver
+    call. Inputs are RAW features (the cross-reference weights use them
+    un-centred). Logits lie in ``[-temperature, temperature]``. The layer
+    has no weights.
+
+    Args:
+      node_weights: ``'cross_reference'`` (official: relu of the dot product
+        with the other set's mean node, +1e-3, each side rescaled to sum to
+        its node count) or ``'uniform'`` (all ones).
+      temperature: T > 0 (12.5 officially).
+      gradient_mode: ``'kkt'`` (default): gradients through the solver's KKT
+        derivative, to the cost and to the node weights (the paper's
+        differentiable EMD). ``'stop_flow'``: the flow is a constant, as the
+        official OpenCV path (``d logit / d S = (T / N) * flow``; no
+        gradient to the weights).
+      l2_strength: L2 regularisation of the flow (0 = the LP; the official
+        qpth 'L2' training form uses 1e-6).
+      tolerance, max_iterations: solver settings (`tf_deepemd.emd`).
+    """
+
+    def __init__(
+        self,
+        node_weights="cross_reference",
+        temperature=matching.DEFAULT_TEMPERATURE,
+        gradient_mode="kkt",
+        l2_strength=0.0,
+        tolerance=None,
+        max_iterations=100,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        matching.check_matching_options(node_weights, temperature, gradient_mode, l2_strength)
+        if tolerance is not None and not float(tolerance) > 0:
+            raise ValueError(f"`tolerance` must be > 0, got {tolerance}.")
+        if int(max_iterations) < 1:
+            raise ValueError(f"`max_iterations` must be >= 1, got {max_iterations}.")
+        self.node_weights = node_weights
+        self.temperature = float(temperature)
+        self.gradient_mode = gradient_mode
+        self.l2_strength = float(l2_strength)
+        self.tolerance = None if tolerance is None else float(tolerance)
+        self.max_iterations = int(max_iterations)
+        # XLA on CPU is 10-100x slower for the solver's batched Cholesky (STACK.md).
+        self.supports_jit = False
+
+    def matching_options(self):
+        """Keyword arguments of `tf_deepemd.ops.matching.deepemd_match`."""
+        return dict(
+            node_weights=self.node_weights,
+            temperature=self.temperature,
+            gradient_mode=self.gradient_mode,
+            l2_strength=self.l2_strength,
+            tolerance=self.tolerance,
+            max_iterations=self.max_iterations,
+        )
+
+    def match(self, query_nodes, proto_nodes, proto_name="proto_nodes"):
+        """Logits with everything behind them, e.g. for pictures of the matching.
+
+        Args:
+          query_nodes: float ``[Q, N, C]``; proto_nodes: float ``[W, M, C]``.
+          proto_name: argument name used in error messages.
+
+        Returns:
+          dict with ``logits [Q, W]``, ``flow [Q, W, N, M]``, ``similarity
+          [Q, W, N, M]``, ``source_weights [Q, W, N]`` (query nodes, sum N)
+          and ``target_weights [Q, W, M]`` (prototype nodes, sum M).
+        """
+        query_nodes, proto_nodes = check_node_sets(query_nodes, proto_nodes, proto_name)
+        return matching.deepemd_match(
+            query_nodes, proto_nodes, **self.matching_options()
+        )._asdict()
+
+    def call(self, query_nodes, proto_nodes):
+        return self.match(query_nodes, proto_nodes)["logits"]
+
+    def compute_output_shape(self, query_nodes_shape, proto_nodes_shape):
+        return (query_nodes_shape[0], proto_nodes_shape[0])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(self.matching_options())
+        return config
