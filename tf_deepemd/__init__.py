@@ -5,11 +5,33 @@ Public entry points:
 * `tf_deepemd.emd` / `tf_deepemd.solve_emd`: batched, differentiable Earth
   Mover's Distance (transportation LP) solver.
 * `tf_deepemd.EMDLayer`: the Keras layer around it.
+* `tf_deepemd.DeepEMDHead`: DeepEMD logits of query node sets against
+  prototype node sets; `tf_deepemd.SFC`: k-shot prototypes fitted to the
+  support set.
+* `tf_deepemd.DeepEMD` / `tf_deepemd.make_model`: the episode model (encoder
+  + DeepEMD, ProtoNet or cosine head); `tf_deepemd.PretrainClassifier` /
+  `tf_deepemd.make_pretrain_model`: the pre-training classifier.
 """
 
 from tf_deepemd.ops.emd import EMDResult, emd, solve_emd
 from tf_deepemd.layers.emd_layer import EMDLayer
+from tf_deepemd.layers.deepemd_head import DeepEMDHead
+from tf_deepemd.layers.sfc import SFC
+from tf_deepemd.models.deepemd import DeepEMD
+from tf_deepemd.models.factory import make_model, make_pretrain_model
+from tf_deepemd.models.pretrain import PretrainClassifier
 
 __version__ = "0.1.0"
 
-__all__ = ["EMDLayer", "EMDResult", "emd", "solve_emd"]
+__all__ = [
+    "DeepEMD",
+    "DeepEMDHead",
+    "EMDLayer",
+    "EMDResult",
+    "PretrainClassifier",
+    "SFC",
+    "emd",
+    "make_model",
+    "make_pretrain_model",
+    "solve_emd",
+]

@@ -125,7 +125,7 @@ def test_no_gradient_to_the_support_features(rng):
 
 def test_keras_round_trip(tmp_path, rng):
     sfc = tf_deepemd.SFC(
-        steps=2, learning_rate=0.5, batch_size=2, seed=3, temperature=10.0, gradient_mode="kkt",
+        steps=2, learning_rate=0.5, batch_size=2, seed=3, node_weights="uniform", temperature=10.0,
     )
     support, labels, _, _ = toy_episode(rng, way=2, shot=2)
     expected = sfc(support, labels).numpy()
