@@ -1,0 +1,97 @@
+"""tools/train.py and tools/eval.py as a user runs them: subprocesses, tiny settings."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.training.tiny_config import tiny_bindings
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TRAIN = os.path.join(REPO, "tools", "train.py")
+EVAL = os.path.join(REPO, "tools", "eval.py")
+
+
+def tool_command(tool, model_dir, data_dir, *extra_bindings, flags=()):
+    command = [sys.executable, tool, f"--model_dir={model_dir}", *flags]
+    # A small base config file + bindings, as a user would combine them.
+    command.append(f"--gin_file={os.path.join(REPO, 'gin_configs', 'base', 'protocol.gin')}")
+    for binding in tiny_bindings(data_dir, *extra_bindings):
+        command.append(f"--gin_bindings={binding}")
+    return command
+
+
+def run(command, **kwargs):
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, **kwargs)
+
+
+def epochs_logged(model_dir, stage):
+    with open(os.path.join(model_dir, stage, "log.csv")) as stream:
+        return [int(row["epoch"]) for row in csv.DictReader(stream)]
+
+
+def test_train_killed_then_same_command_resumes_then_eval(tmp_path):
+    model_dir, data_dir = str(tmp_path / "run"), str(tmp_path / "demo")
+    # Longer pre-training so that the kill lands in it, after its first checkpoint.
+    command = tool_command(TRAIN, model_dir, data_dir, "pretrain.epochs = 30")
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    first_checkpoint = os.path.join(model_dir, "pretrain", "resume", "checkpoint")
+    deadline = time.monotonic() + 120
+    while not os.path.exists(first_checkpoint) and process.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint within 120 s"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, process.stderr.read()[-2000:]
+    done_before = epochs_logged(model_dir, "pretrain")
+    assert 1 <= len(done_before) < 30
+    assert not os.path.exists(os.path.join(model_dir, "results.json"))
+
+    completed = run(command)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "resuming from" in completed.stderr
+    epochs = epochs_logged(model_dir, "pretrain")
+    # Continued after the last checkpointed epoch: every epoch once (a row
+    # written after the last checkpoint is the only possible repeat).
+    assert epochs[-1] == 29 and sorted(set(epochs)) == list(range(30))
+    assert len(epochs) <= 31
+    with open(os.path.join(model_dir, "results.json")) as stream:
+        results = json.load(stream)
+    for field in ("dataset", "split", "method", "way", "shot", "episodes", "accuracy", "ci95"):
+        assert field in results
+    assert "demo test deepemd_fcn 5-way 1-shot" in completed.stdout
+    assert os.path.isfile(os.path.join(model_dir, "operative_config.gin"))
+
+    # Evaluation only, at 5-shot with SFC (few steps to keep it short).
+    evaluated = run(tool_command(EVAL, model_dir, data_dir, "run_experiment.shot = 5",
+                                 "make_model.sfc_steps = 2", flags=["--episodes=3"]))
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert "episodes/s" in evaluated.stdout
+    with open(os.path.join(model_dir, "eval_test_5way_5shot.json")) as stream:
+        scores = json.load(stream)
+    assert (scores["shot"], scores["episodes"], scores["split"]) == (5, 3, "test")
+    assert scores["episodes_per_second"] > 0
+
+
+@pytest.mark.parametrize(
+    "bindings, message",
+    [
+        (("run_experiment.dataset = 'imagenet_1k'",), "Unknown dataset"),
+        (("make_model.encoder = 'patches'",), "Unknown make_model.encoder"),
+    ],
+)
+def test_bad_configuration_is_one_line_and_nonzero_exit(tmp_path, bindings, message):
+    completed = run(tool_command(TRAIN, str(tmp_path / "run"), str(tmp_path / "demo"), *bindings))
+    assert completed.returncode == 2
+    error_lines = [line for line in completed.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and message in error_lines[0], completed.stderr[-2000:]
+    assert "Traceback" not in completed.stderr
+    assert not os.path.exists(tmp_path / "run")

@@ -1,0 +1,43 @@
+"""Episode evaluation: accuracy and the official 95 % confidence interval."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_deepemd.training.evaluate import confidence_interval, evaluate_episodes
+
+
+def test_confidence_interval_is_196_population_std_over_sqrt_n(rng):
+    values = rng.uniform(0, 100, size=37)
+    mean, ci = confidence_interval(values)
+    assert mean == pytest.approx(values.mean())
+    assert ci == pytest.approx(1.96 * np.sqrt(np.mean((values - values.mean()) ** 2)) / np.sqrt(37))
+    with pytest.raises(ValueError):
+        confidence_interval([])
+
+
+def test_evaluate_episodes_scores_each_episode():
+    """A 'model' whose correctness per episode is known: episode i gets i of 4 queries right."""
+
+    def episode(i):
+        query_labels = tf.constant([0, 1, 2, 3], tf.int32)
+        support = tf.fill([4, 2, 2, 3], float(i))
+        return (support, tf.range(4), tf.zeros([4, 2, 2, 3])), query_labels
+
+    episodes = tf.data.Dataset.range(5).map(lambda i: episode(tf.cast(i, tf.float32)))
+
+    def model(inputs, training=False):
+        assert training is False
+        support, _, _ = inputs
+        right = tf.cast(support[0, 0, 0, 0], tf.int32)  # number of correct queries
+        predicted = tf.where(tf.range(4) < right, tf.range(4), (tf.range(4) + 1) % 4)
+        return tf.one_hot(predicted, 4)
+
+    result = evaluate_episodes(model, episodes)
+    expected = np.array([0, 25, 50, 75, 100], np.float64)
+    np.testing.assert_allclose(result.per_episode, expected)
+    assert result.episodes == 5
+    assert result.accuracy == pytest.approx(50.0)
+    assert result.ci95 == pytest.approx(1.96 * expected.std() / np.sqrt(5))
+    assert result.episodes_per_second > 0
+    assert evaluate_episodes(model, episodes, num_episodes=2).accuracy == pytest.approx(12.5)

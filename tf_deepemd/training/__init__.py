@@ -1,0 +1,44 @@
+"""What the tools share: stages, checkpoints, evaluation, strategies, gin factories.
+
+One concept per module:
+
+* `experiment`: `run_experiment` (the top level of ``tools/train.py`` and
+  ``tools/eval.py``) and the gin-bindable `make_model`;
+* `pretrain`, `meta_train`: the two training stages and their settings;
+* `evaluate`: accuracy over N episodes with the 95 % confidence interval;
+* `checkpointing`: resume after a kill, best-model checkpoints, finished
+  stages skipped;
+* `strategy`: ``'default'`` / ``'mirrored'`` / ``'multi_worker'``;
+* `optimizers`: the official SGD (Nesterov, L2 weight decay, NaN guard) and
+  the step schedule;
+* `objectives`: episode loss/accuracy for ``compile``;
+* `data_source`: the run's shared dataset settings and its pipelines;
+* `run_logs`: CSV, TensorBoard and log lines of a stage;
+* `gin_config`: parsing gin files, bindings and include paths.
+"""
+
+from tf_deepemd.training.evaluate import (
+    EpisodeAccuracy,
+    EpisodeEvaluator,
+    confidence_interval,
+    evaluate_episodes,
+)
+from tf_deepemd.training.experiment import make_model, run_experiment
+from tf_deepemd.training.gin_config import parse_config
+from tf_deepemd.training.optimizers import EpisodicSGD, StepDecay, make_optimizer, step_decay
+from tf_deepemd.training.strategy import make_strategy
+
+__all__ = [
+    "EpisodeAccuracy",
+    "EpisodeEvaluator",
+    "EpisodicSGD",
+    "StepDecay",
+    "confidence_interval",
+    "evaluate_episodes",
+    "make_model",
+    "make_optimizer",
+    "make_strategy",
+    "parse_config",
+    "run_experiment",
+    "step_decay",
+]

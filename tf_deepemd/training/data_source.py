@@ -1,0 +1,97 @@
+"""Which data an experiment reads, and the datasets each stage takes from it.
+
+`DataSource` holds the settings every pipeline of a run shares (dataset
+name, ``data_dir``, image size, reader options, seed), so the data location
+is ONE binding (``run_experiment.data_dir``) for pre-training, validation
+and test alike. Building a pipeline reads the split's metadata and checks
+the episode shape against it (classes, images per class) without decoding
+images, which is why `run_experiment` builds every dataset it will need
+before any training starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Optional
+
+import tensorflow as tf
+
+from tf_deepemd.data import dataset_info, make_episode_dataset, make_pretrain_dataset
+
+# Datasets that work without a data_dir: generated (and cached) data.
+DATASETS_WITHOUT_DATA_DIR = ("demo",)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSource:
+    """Shared pipeline settings of one run.
+
+    Attributes:
+      name: registered dataset name (`tf_deepemd.data.list_datasets()`).
+      data_dir: where the data is; None only for generated datasets or a
+        ``source='tfds'`` option.
+      image_size: side of the images fed to the model.
+      options: reader options (e.g. ``{'images_per_class': 60}`` for demo).
+      seed: base seed; each pipeline derives its own from it.
+    """
+
+    name: str
+    data_dir: Optional[str] = None
+    image_size: int = 84
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    seed: int = 1
+
+    def check(self):
+        """Raises ValueError for an unknown dataset or a missing data_dir."""
+        info = dataset_info(self.name)  # ValueError naming the known datasets
+        needs_dir = self.name not in DATASETS_WITHOUT_DATA_DIR and self.options.get("source") != "tfds"
+        if needs_dir and not self.data_dir:
+            raise ValueError(
+                f"Dataset {self.name!r} needs a data_dir (expected layout: {info.layout}); "
+                "bind run_experiment.data_dir='/path/to/data'."
+            )
+
+    def episodes(self, split, way, shot, query, num_episodes, training=False, seed_offset=0):
+        """Unbatched episodes (`tf_deepemd.data.make_episode_dataset`)."""
+        dataset = make_episode_dataset(
+            self.name,
+            split,
+            data_dir=self.data_dir,
+            way=way,
+            shot=shot,
+            query=query,
+            image_size=self.image_size,
+            seed=self.seed + seed_offset,
+            training=training,
+            num_episodes=num_episodes,
+            **dict(self.options),
+        )
+        return with_data_sharding(dataset)
+
+    def pretrain_batches(self, batch_size, seed_offset=0):
+        """Endless shuffled, augmented ``(images, labels)`` batches of the train split.
+
+        The returned dataset carries ``num_classes`` and ``steps_per_epoch``
+        (`tf_deepemd.data.make_pretrain_dataset`).
+        """
+        dataset = make_pretrain_dataset(
+            self.name,
+            "train",
+            data_dir=self.data_dir,
+            batch_size=batch_size,
+            image_size=self.image_size,
+            seed=self.seed + seed_offset,
+            training=True,
+            **dict(self.options),
+        )
+        sharded = with_data_sharding(dataset)
+        for attribute in ("num_classes", "class_names", "num_images", "steps_per_epoch"):
+            setattr(sharded, attribute, getattr(dataset, attribute))
+        return sharded
+
+
+def with_data_sharding(dataset):
+    """Multi-worker runs split these in-memory pipelines by element, not by file."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)

@@ -1,0 +1,97 @@
+"""What a stage writes while it trains: CSV rows, TensorBoard events, log lines.
+
+Per stage folder: ``log.csv`` (one row per epoch, appended across resumed
+runs, so the epoch column shows where a run continued) and ``tensorboard/``
+(event files with one scalar per epoch log entry).
+
+`keras.callbacks.TensorBoard` cannot be used without the ``tensorboard``
+package (TF 2.21's ``tf.summary.scalar`` raises ``TBNotInstalledError``);
+`EpochSummaries` writes the same scalars with core ``tf.summary.write`` and
+the scalar plugin's metadata, so TensorBoard, where installed, shows them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import keras
+import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
+
+log = logging.getLogger(__name__)
+
+
+class EpochLog(keras.callbacks.Callback):
+    """One log line per epoch (for non-interactive runs without progress bars)."""
+
+    def __init__(self, stage, epochs):
+        super().__init__()
+        self.stage = stage
+        self.epochs = epochs
+        self._start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - (self._start or time.perf_counter())
+        values = ", ".join(f"{key} {value:.4g}" for key, value in sorted((logs or {}).items())
+                           if isinstance(value, (int, float)))
+        log.info("%s epoch %d/%d (%.1f s): %s", self.stage, epoch + 1, self.epochs, seconds, values)
+
+
+def scalar_metadata():
+    """`SummaryMetadata` that TensorBoard's scalar dashboard recognises."""
+    metadata = summary_pb2.SummaryMetadata()
+    metadata.plugin_data.plugin_name = "scalars"
+    metadata.data_class = summary_pb2.DATA_CLASS_SCALAR
+    return metadata
+
+
+class EpochSummaries(keras.callbacks.Callback):
+    """Every numeric epoch log entry as a TensorBoard scalar (step = epoch number).
+
+    Training entries go to ``<log_dir>/train``, ``val_*`` ones (without the
+    prefix) to ``<log_dir>/validation``, Keras' own layout, so TensorBoard
+    overlays e.g. training and validation accuracy.
+    """
+
+    def __init__(self, log_dir):
+        super().__init__()
+        self.log_dir = log_dir
+        self._writers = {}
+
+    def _writer(self, name):
+        if name not in self._writers:
+            self._writers[name] = tf.summary.create_file_writer(os.path.join(self.log_dir, name))
+        return self._writers[name]
+
+    def on_epoch_end(self, epoch, logs=None):
+        metadata = scalar_metadata()
+        for key, value in sorted((logs or {}).items()):
+            if not isinstance(value, (int, float)) and not hasattr(value, "dtype"):
+                continue
+            writer_name, tag = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
+            with self._writer(writer_name).as_default():
+                tf.summary.write(
+                    "epoch_" + tag, tf.cast(value, tf.float32), step=epoch + 1, metadata=metadata
+                )
+        for writer in self._writers.values():
+            writer.flush()
+
+    def on_train_end(self, logs=None):
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}
+
+
+def logging_callbacks(stage_dir, stage, epochs):
+    """``[CSVLogger, EpochSummaries, EpochLog]`` writing under ``stage_dir``."""
+    os.makedirs(stage_dir, exist_ok=True)
+    return [
+        keras.callbacks.CSVLogger(os.path.join(stage_dir, "log.csv"), append=True),
+        EpochSummaries(os.path.join(stage_dir, "tensorboard")),
+        EpochLog(stage, epochs),
+    ]
