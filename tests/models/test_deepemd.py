@@ -62,6 +62,14 @@ def test_fit_trains_on_unbatched_episodes(rng):
     losses = history.history["loss"]
     assert np.all(np.isfinite(losses))
     assert losses[-1] < 0.7 * losses[0], losses
+    # A dataset batched by one episode evaluates the same (logits [1, Q, way]).
+    unbatched = model.evaluate(dataset, verbose=0, return_dict=True)
+    # A fresh trace: tf.function's reduce_retracing would otherwise relax the
+    # rank-4/rank-5 mix to unknown rank, which the model rejects.
+    model.make_test_function(force=True)
+    batched = model.evaluate(dataset.batch(1), verbose=0, return_dict=True)
+    np.testing.assert_allclose(batched["loss"], unbatched["loss"], rtol=1e-5)
+    np.testing.assert_allclose(batched["accuracy"], unbatched["accuracy"])
 
 
 def test_five_way_two_shot_goes_through_sfc(rng):
@@ -164,14 +172,12 @@ def test_export_serves_any_way_and_shot(tmp_path, rng):
         np.testing.assert_allclose(served.serve(episode), want, rtol=1e-5, atol=1e-5)
 
 
-def test_a_batch_of_one_episode_is_squeezed(rng):
+def test_a_batch_of_one_episode_gives_a_batch_of_one(rng):
     (support, labels, query), _ = EpisodeMaker(rng)(way=3, shot=1, query=2)
     model = tiny_model()
-    np.testing.assert_allclose(
-        model((support[None], labels[None], query[None])),
-        model((support, labels, query)),
-        rtol=1e-6,
-    )
+    batched = model((support[None], labels[None], query[None])).numpy()
+    assert batched.shape == (1, 6, 3)
+    np.testing.assert_allclose(batched[0], model((support, labels, query)), rtol=1e-6)
     with pytest.raises(ValueError, match="batch of 2 episodes"):
         model((np.stack([support] * 2), np.stack([labels] * 2), np.stack([query] * 2)))
 

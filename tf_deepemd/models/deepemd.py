@@ -31,11 +31,12 @@ def _squeeze_episode_batch(tensor, name, rank):
 
 
 def unpack_episode(inputs):
-    """``(support_images, support_labels, query_images)`` from a model input.
+    """``((support_images, support_labels, query_images), batched)`` from a model input.
 
     Accepts a tuple/list of the three tensors or a dict with those keys,
-    each optionally with a leading batch dimension of 1. Raises ValueError
-    naming the argument on wrong structure, ranks, dtypes or counts.
+    each optionally with a leading batch dimension of 1 (then ``batched``
+    is True and the dimension is removed). Raises ValueError naming the
+    argument on wrong structure, ranks, dtypes or counts.
     """
     if isinstance(inputs, dict):
         missing = [key for key in _EPISODE_KEYS if key not in inputs]
@@ -48,6 +49,14 @@ def unpack_episode(inputs):
             f"[S], query_images [Q, H, W, 3]), got {type(inputs).__name__}."
         )
     support_images, support_labels, query_images = (tf.convert_to_tensor(x) for x in inputs)
+    for name, tensor in zip(_EPISODE_KEYS, (support_images, support_labels, query_images)):
+        if tensor.shape.rank is None:
+            raise ValueError(
+                f"`{name}` has unknown rank; DeepEMD needs the rank (one episode, or a batch "
+                "of one) at trace time. (A tf.function called with both batched and unbatched "
+                "episodes relaxes to unknown rank: use one form per function.)"
+            )
+    batched = query_images.shape.rank == 5
     support_images = _squeeze_episode_batch(support_images, "support_images", 4)
     support_labels = _squeeze_episode_batch(support_labels, "support_labels", 1)
     query_images = _squeeze_episode_batch(query_images, "query_images", 4)
@@ -77,7 +86,7 @@ def unpack_episode(inputs):
     )
     with tf.control_dependencies([check]):
         support_labels = tf.identity(support_labels)
-    return support_images, support_labels, query_images
+    return (support_images, support_labels, query_images), batched
 
 
 @keras.saving.register_keras_serializable(package="tf_deepemd")
@@ -91,8 +100,10 @@ class DeepEMD(keras.Model):
     (``y`` = query labels ``[Q]``), so ``model.fit(episodes)`` with
     ``SparseCategoricalCrossentropy(from_logits=True)`` trains one episode
     per step: pass the episode dataset UNBATCHED (each element is already
-    a whole episode; a leading batch dimension of 1 is also accepted and
-    squeezed, larger batches are an error). Any way and shot.
+    a whole episode). A batch of ONE episode (``dataset.batch(1)``: images
+    ``[1, S, H, W, 3]``, labels ``[1, S]``, ...) is also accepted and gives
+    logits ``[1, Q, way]``, matching query labels ``[1, Q]``; larger batches
+    are an error. Any way and shot.
 
     Support and query images go through the encoder in one batch (so batch
     norm in training uses the statistics of the whole episode, as the
@@ -112,6 +123,9 @@ class DeepEMD(keras.Model):
       temperature: logit scale; None = the head's default (12.5 DeepEMD,
         1 ProtoNet, 10 cosine).
       node_weights, gradient_mode, l2_strength: `DeepEMDHead` options.
+        ``gradient_mode='kkt'`` (default) trains through the differentiable
+        EMD as the paper; ``'stop_flow'`` is the official code's default
+        training path (OpenCV flows, constant).
       solver_tolerance, solver_max_iterations: EMD solver settings.
       k_shot: ``'sfc'`` or ``'mean'`` (prototype of a class with several
         support images; DeepEMD head only).
@@ -228,13 +242,13 @@ class DeepEMD(keras.Model):
         return serving_default
 
     def call(self, inputs, training=False):
-        support_images, support_labels, query_images = unpack_episode(inputs)
+        (support_images, support_labels, query_images), batched = unpack_episode(inputs)
         num_support = tf.shape(support_images)[0]
         # One encoder pass: batch norm sees the whole episode, as officially.
         nodes = self.encoder(tf.concat([support_images, query_images], 0), training=training)
-        return self.classify_nodes(
-            nodes[num_support:], nodes[:num_support], support_labels
-        )
+        logits = self.classify_nodes(nodes[num_support:], nodes[:num_support], support_labels)
+        # A batch of one episode in, a batch of one out: matches labels [1, Q].
+        return logits[None] if batched else logits
 
     def classify_nodes(self, query_nodes, support_nodes, support_labels):
         """Logits ``[Q, way]`` from encoded nodes (skips the encoder).
