@@ -41,3 +41,18 @@ def test_evaluate_episodes_scores_each_episode():
     assert result.ci95 == pytest.approx(1.96 * expected.std() / np.sqrt(5))
     assert result.episodes_per_second > 0
     assert evaluate_episodes(model, episodes, num_episodes=2).accuracy == pytest.approx(12.5)
+
+
+def test_episode_objectives_accept_batches_of_one_episode(rng):
+    from tf_deepemd.training.objectives import episode_accuracy, episode_cross_entropy
+
+    logits = rng.normal(size=(6, 5)).astype(np.float32)
+    labels = rng.integers(0, 5, size=6).astype(np.int32)
+    plain = episode_cross_entropy(labels, logits).numpy()
+    batched = episode_cross_entropy(labels[None], logits[None]).numpy()
+    reference = -np.log(np.exp(logits) / np.exp(logits).sum(-1, keepdims=True))[np.arange(6), labels]
+    np.testing.assert_allclose(plain, reference, rtol=1e-5)
+    np.testing.assert_allclose(batched, reference, rtol=1e-5)
+    np.testing.assert_array_equal(
+        episode_accuracy(labels[None], logits[None]).numpy(), logits.argmax(-1) == labels
+    )

@@ -8,6 +8,8 @@ configs folder (and the folder of each given file) as search paths makes
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 
 import gin
@@ -16,6 +18,29 @@ import gin
 from tf_deepemd.training import experiment, meta_train, optimizers, pretrain, strategy  # noqa: F401
 
 _SEARCH_PATHS = set()
+
+
+class _DropGinResourceMisses(logging.Filter):
+    """Hides gin's resource-reader lookups of include names.
+
+    gin tries each name against the working directory first and, failing
+    that, as a Python package resource, which logs ``ERROR Path not found``
+    on the root logger even when the next search path has the file.
+    """
+
+    def filter(self, record):
+        return record.module != "resource_reader"
+
+
+@contextlib.contextmanager
+def _quiet_resource_lookups():
+    root = logging.getLogger()
+    quiet = _DropGinResourceMisses()
+    root.addFilter(quiet)
+    try:
+        yield
+    finally:
+        root.removeFilter(quiet)
 
 
 def add_search_path(path):
@@ -46,4 +71,7 @@ def parse_config(gin_files=(), gin_bindings=(), search_paths=(), skip_unknown=Fa
         folder = os.path.dirname(name)
         if folder and os.path.isdir(folder):
             add_search_path(folder)
-    gin.parse_config_files_and_bindings(list(gin_files), list(gin_bindings), skip_unknown=skip_unknown)
+    with _quiet_resource_lookups():
+        gin.parse_config_files_and_bindings(
+            list(gin_files), list(gin_bindings), skip_unknown=skip_unknown
+        )

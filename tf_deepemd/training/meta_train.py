@@ -106,6 +106,22 @@ def build_data(settings, data_source, way, shot):
     return MetaTrainData(episodes, val_episodes)
 
 
+def build_compiled_state(model, episodes):
+    """Builds the compiled loss and metrics from one local batch-of-one episode.
+
+    Keras' ``fit`` builds them from the first element of the DISTRIBUTED
+    dataset, whose per-replica values carry no dtype, so every input
+    becomes float32 there, and `DeepEMD` (rightly) rejects float support
+    labels. Building them first from a local element makes ``fit`` skip
+    that step. Uses Keras' ``_symbolic_build(data_batch=...)`` (Keras 3).
+    """
+    symbolic_build = getattr(model, "_symbolic_build", None)
+    if symbolic_build is None:
+        return
+    (inputs, labels), = episodes.batch(1).take(1)
+    symbolic_build(data_batch=(inputs, labels))
+
+
 def run_meta_training(
     settings, data, model, files, strategy, verbose=1, callbacks=(), init_weights=None
 ):
@@ -164,6 +180,8 @@ def run_meta_training(
         episodes = data.episodes.skip(initial_epoch * settings.episodes_per_epoch)
         episodes = episodes.batch(replicas, drop_remainder=True)
         schedule = step_decay(settings.learning_rate, settings.lr_step_epochs, settings.lr_gamma)
+        if replicas > 1:
+            build_compiled_state(model, data.val_episodes)
         model.fit(
             episodes,
             epochs=settings.epochs,
