@@ -52,7 +52,7 @@ def test_mirrored_on_two_logical_cpus_matches_single_device(tmp_path):
     assert len(losses["mirrored"]["loss"]) == len(losses["default"]["loss"]) == 2
     # Same episodes, same updates (2 replicas x 1 episode == 1 device x 2 accumulated).
     for mirrored, single in zip(losses["mirrored"]["loss"], losses["default"]["loss"]):
-        assert mirrored == pytest.approx(single, rel=1e-3)
+        assert mirrored == pytest.approx(single, rel=1e-4)
 
 
 def test_unknown_strategy_is_named():
