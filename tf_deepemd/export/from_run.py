@@ -22,6 +22,7 @@ import gin
 import keras
 
 from tf_deepemd.data.image_split import Normalization
+from tf_deepemd.export import serving_layout
 from tf_deepemd.export.exporter import DEFAULT_MODEL_NAME, ExportResult, export_for_serving
 from tf_deepemd.export.preprocessing import check_normalization, dataset_normalization
 from tf_deepemd.training import checkpointing, experiment
@@ -147,6 +148,7 @@ def export_run(
       ValueError: configuration problems (no dataset bound, bad version...).
     """
     settings = run_settings(model_dir)
+    serving_layout.resolve_version(export_dir, version)  # a taken version fails before any work
     if normalization is None:
         if not settings.dataset:
             raise ValueError(

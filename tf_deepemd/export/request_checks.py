@@ -20,9 +20,18 @@ import tensorflow as tf
 
 
 def _checked(tensor, checks, static_shape):
+    """``tensor`` after ``checks``, with its static shape set for tracing the model.
+
+    `tensor.set_shape` only informs tracing; the run-time guarantee is the
+    assertions, which every consumer depends on. (`tf.ensure_shape` would
+    be checked too, but Grappler may run it BEFORE the assertions, and its
+    generic "Shape of tensor ... is not compatible" would then be the error
+    the client sees.)
+    """
     with tf.control_dependencies(checks):
         tensor = tf.identity(tensor)
-    return tf.ensure_shape(tensor, static_shape)
+    tensor.set_shape(static_shape)
+    return tensor
 
 
 def check_rank(tensor: tf.Tensor, name: str, dims: Sequence[str]) -> tf.Tensor:
