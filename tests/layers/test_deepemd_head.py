@@ -181,11 +181,6 @@ def test_clear_errors(rng):
             tf_deepemd.DeepEMDHead(**bad)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Solver issue (reported, tf_deepemd/ops/emd.py): the KKT backward returns NaN on "
-    "uniform-weight problems with few nodes (N <= 4), whose optimal vertex is degenerate.",
-)
 def test_kkt_gradient_with_uniform_weights_and_few_nodes_is_finite(rng):
     prototypes = np.maximum(rng.normal(size=(3, 4, 16)), 0.0).astype(np.float32)
     query = np.repeat(prototypes, 2, axis=0) + 0.6 * rng.normal(size=(6, 4, 16))

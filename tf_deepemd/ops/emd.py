@@ -25,7 +25,8 @@ How it is solved
    `[[diag(R), D], [D^T, diag(C)]]` (D = flow / (l2 * flow + slack)); it is
    solved by the Schur complement onto the columns (the smaller side), an
    M x M positive-definite system once the free constant of the potentials is
-   pinned by a rank-one term, and never as a dense system over the N*M flows.
+   pinned by grounding one column, and never as a dense system over the N*M
+   flows.
    The best iterate of each problem is kept; the loop ends when every
    problem has met the tolerance or stopped improving.
 3. The gradient (`tf.custom_gradient`) differentiates the KKT conditions at
@@ -161,13 +162,15 @@ class _TransportProblem:
         """The product coupling (primal feasible) and the largest potentials
         leaving every slack >= _INITIAL_SLACK (dual feasible)."""
         flow = self.source[:, :, None] * self.target[:, None, :]
-        reduced = tf.where(self.cell_mask > 0, self.reduced_cost(flow), np.inf)
+        reduced = tf.where(
+            self.cell_mask > 0, self.reduced_cost(flow), tf.constant(np.inf, flow.dtype)
+        )
         col_potential = tf.reduce_min(reduced, axis=-2) - _INITIAL_SLACK
-        col_potential = tf.where(self.col_active > 0, col_potential, 0.0)
+        col_potential = tf.where(self.col_active > 0, col_potential, tf.zeros_like(col_potential))
         row_potential = (
             tf.reduce_min(reduced - col_potential[:, None, :], axis=-1) - _INITIAL_SLACK
         )
-        row_potential = tf.where(self.row_active > 0, row_potential, 0.0)
+        row_potential = tf.where(self.row_active > 0, row_potential, tf.zeros_like(row_potential))
         return flow, row_potential, col_potential
 
     def factorize(self, flow, slack):
@@ -176,26 +179,46 @@ class _TransportProblem:
         Eliminating the flow and slack steps leaves, for the potentials (u, v),
         `[[diag(R), D], [D^T, diag(C)]]` with `D = flow / (l2 * flow + slack)`,
         R and C its row and column sums. Eliminating u gives the Schur
-        complement `S = diag(C) - D^T diag(1/R) D` over the columns. S is
-        singular along the all-ones vector of the active columns (potentials
-        are defined up to u + t, v - t). Adding `C C^T / sum(C)` makes it
-        positive definite and selects the solution with `C . dv = 0`, without
-        changing it otherwise: right-hand sides are orthogonal to the all-ones
-        vector. Scaling the term by C (not by a constant) keeps it in
-        proportion to every row of S when the masses span many orders of
-        magnitude.
+        complement `S = diag(C) - D^T diag(1/R) D` over the columns: the
+        Laplacian of a graph on the columns with edge weights
+        `sum_i D[i, j] D[i, k] / R[i]`. Near a vertex D spans many orders of
+        magnitude and `C - diag(D^T R^-1 D)` cancels catastrophically, so the
+        diagonal is formed as the sum of its row's edge weights instead, with
+        each row's dominant entry left out by summing the others.
+
+        S is singular along the all-ones vector of the active columns
+        (potentials are defined up to u + t, v - t). Grounding the column of
+        largest degree (adding its degree to its diagonal entry) makes it
+        positive definite without changing the solution otherwise:
+        right-hand sides are orthogonal to that vector.
         """
         denominator = slack if self.l2_cells is None else self.l2_cells * flow + slack
         scaling = flow / denominator  # zero on inactive cells (flow == 0)
         row_sums = tf.reduce_sum(scaling, axis=-1) + (1.0 - self.row_active)
-        col_sums = tf.reduce_sum(scaling, axis=-2)
-        gauge = col_sums / tf.maximum(
-            tf.sqrt(tf.reduce_sum(col_sums, axis=-1, keepdims=True)), 1e-300
+        scaled_by_row = scaling / row_sums[:, :, None]
+        # sum_{k != j} D[i, k] is R[i] - D[i, j] except for a row's single
+        # dominant entry, where that subtraction cancels: there it is the sum
+        # of the other entries.
+        row_max = tf.reduce_max(scaling, axis=-1, keepdims=True)
+        is_row_max = scaling >= row_max
+        rest_of_row = tf.reduce_sum(tf.where(is_row_max, tf.zeros_like(scaling), scaling), axis=-1, keepdims=True)
+        single_max = tf.reduce_sum(tf.cast(is_row_max, scaling.dtype), axis=-1, keepdims=True) < 1.5
+        others_in_row = tf.where(
+            is_row_max & single_max, rest_of_row, row_sums[:, :, None] - scaling
         )
-        schur = (
-            tf.linalg.diag(col_sums + (1.0 - self.col_active))
-            - tf.matmul(scaling, scaling / row_sums[:, :, None], transpose_a=True)
-            + gauge[:, :, None] * gauge[:, None, :]
+        degree = tf.reduce_sum(scaled_by_row * others_in_row, axis=-2)  # [B, m]
+        # Ground an active column; a lone active column has degree 0: any
+        # positive value does (its right-hand side is 0).
+        ground = tf.one_hot(
+            tf.argmax(degree + self.col_active * 1e-300, axis=-1),
+            tf.shape(degree)[-1],
+            dtype=degree.dtype,
+        )
+        largest_degree = tf.reduce_max(degree, axis=-1, keepdims=True)
+        ground *= tf.where(largest_degree > 0.0, largest_degree, tf.ones_like(largest_degree))
+        schur = tf.linalg.set_diag(
+            -tf.matmul(scaling, scaled_by_row, transpose_a=True),
+            degree + ground + (1.0 - self.col_active),
         )
         return _NewtonFactors(denominator, scaling, row_sums, tf.linalg.cholesky(schur))
 
@@ -250,11 +273,8 @@ def _step_length(values, direction, fraction):
     `values` must be positive wherever `direction` is non-zero.
     """
     largest_decrease = -tf.reduce_min(direction / values, axis=[-2, -1])
-    return tf.where(
-        largest_decrease > 0.0,
-        tf.minimum(fraction / tf.maximum(largest_decrease, 1e-300), 1.0),
-        1.0,
-    )
+    # Non-positive: no component decreases, the full step is free.
+    return tf.minimum(fraction / tf.maximum(largest_decrease, fraction), 1.0)
 
 
 def _interior_point(problem, *, common_step, tolerance, max_iterations):
