@@ -413,3 +413,26 @@ def test_iteration_cap_reports_not_converged(rng):
     result = tf_deepemd.solve_emd(cost, source, target, max_iterations=2)
     assert result.num_iterations.numpy() == 2
     assert not result.converged.numpy().any()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gradients_are_finite_at_degenerate_vertices(rng, dtype):
+    """Uniform weights with a permutation optimum: N positive flows instead of
+    2N - 1, the transportation basis is disconnected and the KKT system nearly
+    singular."""
+    n = 4
+    cost = rng.uniform(0.6, 1.4, size=(20, n, n))
+    cost[:, np.arange(n), np.arange(n)] = rng.uniform(0.1, 0.2, size=(20, n))
+    inputs = [tf.constant(x.astype(dtype)) for x in (cost, np.ones((20, n)), np.ones((20, n)))]
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        result = tf_deepemd.solve_emd(*inputs)
+        value = tf.reduce_sum(result.transport_cost)
+    grad_cost, grad_source, grad_target = (g.numpy() for g in tape.gradient(value, inputs))
+    assert np.all(np.isfinite(grad_cost)) and np.all(np.isfinite(grad_source))
+    assert np.all(np.isfinite(grad_target))
+    np.testing.assert_allclose(result.flow.numpy(), np.broadcast_to(np.eye(n), (20, n, n)), atol=1e-5)
+    np.testing.assert_allclose(grad_cost, result.flow.numpy(), atol=1e-4)
+    # One more unit through the diagonal cell (i, i) costs cost[i, i].
+    diagonal = cost[:, np.arange(n), np.arange(n)]
+    np.testing.assert_allclose(grad_source + grad_target, diagonal, atol=1e-4)
