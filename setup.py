@@ -27,7 +27,10 @@ setup(
         "importlib_resources",
     ],
     extras_require={
-        "test": ["pytest"],
+        # matplotlib: the figure tests (tests/visualization) write PNG files.
+        "test": ["pytest", "matplotlib"],
+        # Figures: tools/visualize.py, tf_deepemd.visualization, AccuracyPlot.
+        "plots": ["matplotlib"],
         # Peers for benchmarks/emd_solver.py. qpth + torch (the official
         # training solver) are optional too: `pip install qpth torch==2.13.0`.
         "bench": ["POT", "opencv-python-headless", "highspy"],
