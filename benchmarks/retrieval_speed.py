@@ -2,7 +2,8 @@
 
     python benchmarks/retrieval_speed.py [--gallery 10000] [--shortlist 100] [--queries 256]
         [--query_batch_sizes 8 32] [--backbone resnet12_small] [--image_size 32]
-        [--intra_op_threads 2] [--inter_op_threads 2] [--index runs/x/gallery.npz]
+        [--intra_op_threads 2] [--inter_op_threads 2] [--solver_tolerances default 1e-4]
+        [--index runs/x/gallery.npz]
 
 Random images and an untrained FCN encoder (speed does not depend on the
 weights, except the solver's iteration count: ``--index`` times the
@@ -15,7 +16,8 @@ is timed stage by stage, each stage forced to finish before the next:
 * shortlist: cosine with the 10,000 global features, top 100;
 * re-ranking: the 100 candidates' node sets gathered and matched with
   DeepEMD, ONE batched solver call of ``batch x 100`` problems, for
-  ``uniform`` and ``cross_reference`` node weights.
+  ``uniform`` and ``cross_reference`` node weights and each solver
+  tolerance (the solver's default 1e-7, and 1e-4, enough for a ranking).
 
 queries/s = queries / (embedding + shortlist + re-ranking) time, after one
 warm-up batch (tracing). Prints a table and writes
@@ -53,6 +55,8 @@ def main():
     parser.add_argument("--intra_op_threads", type=int, default=2)
     parser.add_argument("--inter_op_threads", type=int, default=2)
     parser.add_argument("--index", default=None, help="time on this saved gallery index (.npz)")
+    parser.add_argument("--solver_tolerances", nargs="+", default=["default", "1e-4"],
+                        help="EMD solver tolerances to time ('default': the solver's, 1e-7 in float32)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=RESULTS)
     args = parser.parse_args()
@@ -78,6 +82,8 @@ def main():
         "threads": {"intra_op": args.intra_op_threads, "inter_op": args.inter_op_threads},
         "tensorflow": tf.__version__,
         "shortlist": args.shortlist,
+        # Other processes share the cores: the load says how much.
+        "load_average_1min_start": round(os.getloadavg()[0], 2),
     }
 
     encoder = None
@@ -110,10 +116,16 @@ def main():
 
     gallery_nodes = tf.constant(index.nodes)
     gallery_global = tf.constant(index.global_features)
+    tolerances = [None if t == "default" else float(t) for t in args.solver_tolerances]
+    variants = [(weights, tolerance) for tolerance in tolerances for weights in ("uniform", "cross_reference")]
+
+    def variant_name(weights, tolerance):
+        return f"{weights}@{'default' if tolerance is None else f'{tolerance:g}'}"
+
     rows = []
     for batch_size in args.query_batch_sizes:
         num_batches = max(1, args.queries // batch_size)
-        totals = {"embedding": 0.0, "shortlist": 0.0, "rerank_uniform": 0.0, "rerank_cross_reference": 0.0}
+        totals = {"embedding": 0.0, "shortlist": 0.0, **{variant_name(*v): 0.0 for v in variants}}
         for batch_number in range(num_batches + 1):  # batch 0: warm-up (tracing), not counted
             if encoder is not None:
                 images = tf.constant(rng.normal(size=(batch_size, args.image_size, args.image_size, 3)), tf.float32)
@@ -125,37 +137,46 @@ def main():
             candidates = candidates.numpy()
             shortlist_seconds = time.perf_counter() - start
             rerank_seconds = {}
-            for weights in ("uniform", "cross_reference"):
-                _, rerank_seconds[weights] = timed(rerank, query_nodes, gallery_nodes, candidates, weights)
+            for weights, tolerance in variants:
+                _, rerank_seconds[variant_name(weights, tolerance)] = timed(
+                    lambda: rerank(query_nodes, gallery_nodes, candidates, weights, tolerance=tolerance)
+                )
             if batch_number == 0:
                 continue
             totals["embedding"] += embed_seconds
             totals["shortlist"] += shortlist_seconds
-            totals["rerank_uniform"] += rerank_seconds["uniform"]
-            totals["rerank_cross_reference"] += rerank_seconds["cross_reference"]
+            for name, seconds in rerank_seconds.items():
+                totals[name] += seconds
         queries = num_batches * batch_size
-        row = {"query_batch_size": batch_size, "queries": queries}
-        row.update({f"{name}_ms_per_query": round(1000 * value / queries, 3) for name, value in totals.items()})
-        for weights in ("uniform", "cross_reference"):
-            total = totals["embedding"] + totals["shortlist"] + totals[f"rerank_{weights}"]
-            row[f"queries_per_second_{weights}"] = round(queries / total, 1)
-        row["queries_per_second_global_only"] = round(queries / (totals["embedding"] + totals["shortlist"]), 1)
-        rows.append(row)
-        print(f"batch {batch_size}: {row}", flush=True)
+        base = totals["embedding"] + totals["shortlist"]
+        for weights, tolerance in variants:
+            name = variant_name(weights, tolerance)
+            rows.append({
+                "query_batch_size": batch_size,
+                "queries": queries,
+                "node_weights": weights,
+                "solver_tolerance": tolerance,
+                "embedding_ms_per_query": round(1000 * totals["embedding"] / queries, 3),
+                "shortlist_ms_per_query": round(1000 * totals["shortlist"] / queries, 3),
+                "rerank_ms_per_query": round(1000 * totals[name] / queries, 3),
+                "queries_per_second": round(queries / (base + totals[name]), 1),
+                "queries_per_second_global_only": round(queries / base, 1),
+            })
+            print(f"batch {batch_size} {name}: {rows[-1]}", flush=True)
     report["rows"] = rows
+    report["load_average_1min_end"] = round(os.getloadavg()[0], 2)
 
-    header = (f"{'batch':>5} {'embed ms/q':>10} {'shortlist ms/q':>14} {'rerank ms/q (uni / xref)':>25} "
-              f"{'queries/s (global / uni / xref)':>32}")
     print(f"\ngallery {report['gallery']}, shortlist {args.shortlist}, {index.num_nodes} nodes x "
-          f"{index.channels} channels, {args.intra_op_threads} intra-op threads")
-    print(header)
+          f"{index.channels} channels, {args.intra_op_threads} intra-op threads; ms per query")
+    print(f"{'batch':>5} {'node weights':>16} {'solver tol':>10} {'embed':>7} {'shortlist':>9} {'re-rank':>8} "
+          f"{'queries/s':>9} {'(global only)':>13}")
     for row in rows:
+        tolerance = "default" if row["solver_tolerance"] is None else f"{row['solver_tolerance']:g}"
         print(
-            f"{row['query_batch_size']:>5} {row['embedding_ms_per_query']:>10.2f} "
-            f"{row['shortlist_ms_per_query']:>14.2f} "
-            f"{row['rerank_uniform_ms_per_query']:>12.1f} / {row['rerank_cross_reference_ms_per_query']:<10.1f} "
-            f"{row['queries_per_second_global_only']:>12.0f} / {row['queries_per_second_uniform']:>6.1f} / "
-            f"{row['queries_per_second_cross_reference']:<6.1f}"
+            f"{row['query_batch_size']:>5} {row['node_weights']:>16} {tolerance:>10} "
+            f"{row['embedding_ms_per_query']:>7.2f} {row['shortlist_ms_per_query']:>9.2f} "
+            f"{row['rerank_ms_per_query']:>8.2f} {row['queries_per_second']:>9.1f} "
+            f"{row['queries_per_second_global_only']:>13.0f}"
         )
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w") as stream:

@@ -190,3 +190,20 @@ def test_visualize_tool_writes_the_three_figures(tmp_path, demo_dir):
     for name in ("matching", "episode", "accuracy"):
         assert_png(str(output_dir / f"{name}.png"))
         assert f"{name}: {output_dir / name}.png" in completed.stdout
+
+
+def test_accuracy_plot_without_matplotlib_warns_once_and_never_stops_training(tmp_path, monkeypatch, caplog):
+    from tf_deepemd.visualization import figures, training_curves
+
+    def missing():
+        raise ImportError(figures.INSTALL_HINT)
+
+    monkeypatch.setattr(training_curves, "require_matplotlib", missing)
+    csv_path = str(tmp_path / "log.csv")
+    write_log(csv_path, [(0, 0.2, 2.0, 0.3, 0.02)])
+    callback = AccuracyPlot(csv_path)
+    with caplog.at_level("WARNING"):
+        for epoch in range(3):
+            callback.on_epoch_end(epoch)
+    assert [r.getMessage() for r in caplog.records].count(f"No accuracy plot: {figures.INSTALL_HINT}") == 1
+    assert not os.path.exists(tmp_path / "accuracy.png")

@@ -69,6 +69,10 @@ class RetrievalSettings:
         gallery image); they still search the whole gallery.
       query_seed: seed of that draw.
       embed_batch_size: images per encoder call when indexing.
+      solver_tolerance: EMD solver tolerance of the re-ranking; None = the
+        model head's (the solver's default, 1e-7 in float32). A ranking
+        needs less: 1e-4 halves the cross-reference re-ranking time
+        (`benchmarks/retrieval_speed.py`) and moves scores by < 1e-4.
     """
 
     split: str = "test"
@@ -79,12 +83,15 @@ class RetrievalSettings:
     max_queries: Optional[int] = None
     query_seed: int = 0
     embed_batch_size: int = 128
+    solver_tolerance: Optional[float] = None
 
     def check(self):
         """ValueError naming the ``retrieval.*`` binding."""
         for name in ("shortlist_size", "query_batch_size", "embed_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"retrieval.{name} must be >= 1, got {getattr(self, name)}.")
+        if self.solver_tolerance is not None and not float(self.solver_tolerance) > 0:
+            raise ValueError(f"retrieval.solver_tolerance must be > 0 or None, got {self.solver_tolerance}.")
         if self.max_queries is not None and int(self.max_queries) < 1:
             raise ValueError(f"retrieval.max_queries must be >= 1 or None, got {self.max_queries}.")
         try:

@@ -120,6 +120,9 @@ def retrieve_run(
             index.save(index_file)
             log.info("retrieval: saved the gallery index to %s", index_file)
 
+    solver = solver_settings(model)
+    if settings.solver_tolerance is not None:
+        solver["solver_tolerance"] = float(settings.solver_tolerance)
     results = evaluate_leave_one_out(
         index,
         methods=settings.methods,
@@ -129,7 +132,7 @@ def retrieve_run(
         max_queries=settings.max_queries,
         query_seed=settings.query_seed,
         log_every=20,
-        **solver_settings(model),
+        **solver,
     )
     results.update(
         dataset=run.dataset,
@@ -141,6 +144,7 @@ def retrieve_run(
         backbone=type(model.backbone).__name__,
         image_size=run.image_size,
         num_nodes=index.num_nodes,
+        solver=solver,
         settings=dataclasses.asdict(settings),
         tensorflow=tf.__version__,
         **embed,

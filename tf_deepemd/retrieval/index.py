@@ -159,6 +159,9 @@ class GalleryIndex:
                     metadata=np.str_(json.dumps(self.metadata, sort_keys=True)),
                     **{name: getattr(self, name) for name in _ARRAYS},
                 )
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes it private (0600)
             os.replace(temporary, path)
         except BaseException:
             if os.path.exists(temporary):

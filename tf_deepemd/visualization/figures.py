@@ -32,6 +32,13 @@ def new_figure(width: float, height: float):
     return Figure(figsize=(width, height), layout="constrained")
 
 
+def default_file_mode() -> int:
+    """The mode ``open()`` would give a new file: 0666 minus the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def save_figure(figure, path: str, dpi: int = 120) -> str:
     """Writes ``figure`` as PNG to ``path`` (folders created, atomic rename); returns the path."""
     path = os.fspath(path)
@@ -43,6 +50,7 @@ def save_figure(figure, path: str, dpi: int = 120) -> str:
     os.close(handle)
     try:
         figure.savefig(temporary, format="png", dpi=dpi)
+        os.chmod(temporary, default_file_mode())  # mkstemp makes it private (0600)
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
