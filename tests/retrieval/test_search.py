@@ -72,6 +72,11 @@ def test_shortlist_then_rerank_matches_brute_force(rng):
         assert_valid_ranking(global_only.positions[row], cosine[query], f"cosine query {query}")
         np.testing.assert_allclose(global_only.scores[row], cosine[query, global_only.positions[row]], atol=1e-5)
         assert list(result.ids[row]) == [f"img{p:02d}" for p in result.positions[row]]
+    # A shortlist of the whole gallery: every image, in exhaustive DeepEMD order.
+    exhaustive = GallerySearch(index, shortlist_size=GALLERY).search(queries)
+    for row, query in enumerate([3, 7]):
+        assert sorted(exhaustive.positions[row]) == list(range(GALLERY))
+        assert_valid_ranking(exhaustive.positions[row], reference[query], f"exhaustive query {query}")
 
 
 def test_leave_one_out_metrics_match_brute_force(rng):
@@ -154,6 +159,8 @@ def test_bad_input_names_the_argument(rng):
         search.search(np.ones((0, NODES, CHANNELS), np.float32))
     with pytest.raises(ValueError, match="`exclude`"):
         search.search(nodes[:2], exclude=[0, GALLERY])
+    with pytest.raises(ValueError, match="`exclude`"):
+        search.search(nodes[:2], exclude=[0, -1], full_ranking=True)
     sized = GalleryIndex.from_nodes(nodes, labels, metadata={"image_size": [16, 16]})
     with pytest.raises(ValueError, match="`query_images`"):
         GallerySearch(sized, shortlist_size=3).search_images(None, np.zeros((1, 20, 20, 3), np.float32))

@@ -93,6 +93,15 @@ def test_fcn_node_boxes_are_the_pooling_regions(rng):
         np.testing.assert_allclose(nodes[:, k], dense_nodes[:, inside].mean(1), rtol=1e-5, atol=1e-6)
 
 
+def test_grid_node_boxes_are_its_crops():
+    encoder = make_encoder("grid", "conv4", backbone_options=TINY_BACKBONE, patch_list=(2,), patch_ratio=1.0)
+    np.testing.assert_allclose(
+        node_boxes(encoder, 16), [[0, 0, 0.5, 0.5], [0, 0.5, 0.5, 1], [0.5, 0, 1, 0.5], [0.5, 0.5, 1, 1]]
+    )
+    with pytest.raises(ValueError, match="`encoder`"):
+        node_boxes(keras.layers.Dense(2), 16)
+
+
 def test_weight_heatmap_averages_covering_nodes():
     boxes = np.array([[0.0, 0.0, 1.0, 0.5], [0.0, 0.25, 1.0, 1.0]])  # overlap on x in [0.25, 0.5)
     heat = weight_heatmap(boxes, [2.0, 4.0], resolution=4)

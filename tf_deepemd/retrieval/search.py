@@ -257,7 +257,13 @@ class GallerySearch:
           rows with ``full_ranking``).
         """
         query_nodes, exclude = self.check_queries(query_nodes, exclude)
-        length = self.index.size - int(np.any(exclude >= 0)) if full_ranking else self.shortlist_size
+        excluded = exclude >= 0
+        if full_ranking and excluded.any() and not excluded.all():
+            raise ValueError(
+                "`exclude` must leave out a row for every query or for none with `full_ranking` "
+                "(the rankings would have different lengths)."
+            )
+        length = self.index.size - int(excluded.any()) if full_ranking else self.shortlist_size
         parts = []
         for start in range(0, len(query_nodes), self.query_batch_size):
             batch = slice(start, start + self.query_batch_size)
