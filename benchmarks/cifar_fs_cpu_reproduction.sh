@@ -26,12 +26,10 @@ declare -A METHOD_BINDINGS=(
 )
 ORDER=(deepemd_xref deepemd_uniform protonet cosine)
 
-bindings_for() {
-  local method="$1" args=()
-  if [ -n "${METHOD_BINDINGS[$method]}" ]; then
-    args+=(--gin_bindings="${METHOD_BINDINGS[$method]}")
+bindings_for() {  # one flag per line, nothing for the default method
+  if [ -n "${METHOD_BINDINGS[$1]}" ]; then
+    printf '%s\n' "--gin_bindings=${METHOD_BINDINGS[$1]}"
   fi
-  printf '%s\n' "${args[@]}"
 }
 
 for method in "${ORDER[@]}"; do
