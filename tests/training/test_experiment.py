@@ -60,6 +60,9 @@ def test_run_writes_results_logs_and_config(full_run):
     for stage in ("pretrain", "meta_train"):
         assert epochs_logged(model_dir, stage) == [0, 1]
         assert os.path.isfile(os.path.join(model_dir, stage, "done.json"))
+        # The accuracy-per-epoch plot next to the CSV log (a real PNG).
+        with open(os.path.join(model_dir, stage, "accuracy.png"), "rb") as stream:
+            assert stream.read(8) == b"\x89PNG\r\n\x1a\n"
     # TensorBoard event files: training and validation curves of each stage.
     meta_tags = scalar_tags(os.path.join(model_dir, "meta_train", "tensorboard"))
     assert {("train", "epoch_loss"), ("validation", "epoch_episode_accuracy")} <= meta_tags

@@ -20,6 +20,8 @@ import keras
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
+from tf_deepemd.visualization.training_curves import AccuracyPlot
+
 log = logging.getLogger(__name__)
 
 
@@ -88,10 +90,15 @@ class EpochSummaries(keras.callbacks.Callback):
 
 
 def logging_callbacks(stage_dir, stage, epochs):
-    """``[CSVLogger, EpochSummaries, EpochLog]`` writing under ``stage_dir``."""
+    """``[CSVLogger, AccuracyPlot, EpochSummaries, EpochLog]`` writing under ``stage_dir``.
+
+    AccuracyPlot draws ``accuracy.png`` next to ``log.csv`` after every epoch
+    (a warning and nothing else without matplotlib).
+    """
     os.makedirs(stage_dir, exist_ok=True)
     return [
         keras.callbacks.CSVLogger(os.path.join(stage_dir, "log.csv"), append=True),
+        AccuracyPlot(os.path.join(stage_dir, "log.csv")),
         EpochSummaries(os.path.join(stage_dir, "tensorboard")),
         EpochLog(stage, epochs),
     ]
