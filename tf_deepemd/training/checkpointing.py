@@ -171,3 +171,24 @@ class BestCheckpoint(keras.callbacks.Callback):
             self.files.best_info, {"epoch": int(epoch), "monitor": self.monitor, "value": value}
         )
         log.info("%s: new best %s = %.4f at epoch %d", self.files.stage, self.monitor, value, epoch + 1)
+
+
+def finish_stage(stage, model, files, epochs):
+    """Loads the stage's best weights into `model`, marks the stage done.
+
+    Returns the stage summary ``{'epochs', 'best_epoch', 'best_val_accuracy'
+    (in %), 'weights'}`` also written to ``done.json``.
+    """
+    best = files.best()
+    if best is None:
+        raise RuntimeError(f"{stage}: finished without a best checkpoint in {files.dir}.")
+    model.load_weights(files.best_weights)
+    info = {
+        "epochs": epochs,
+        "best_epoch": best["epoch"] + 1,
+        "best_val_accuracy": 100.0 * best["value"],
+        "weights": files.best_weights,
+    }
+    files.mark_done(info)
+    log.info("%s: done; best val accuracy %.2f %% at epoch %d", stage, info["best_val_accuracy"], info["best_epoch"])
+    return info

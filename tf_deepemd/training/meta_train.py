@@ -198,16 +198,4 @@ def run_meta_training(
                 *callbacks,
             ],
         )
-    best = files.best()
-    if best is None:
-        raise RuntimeError(f"{STAGE}: finished without a best checkpoint in {files.dir}.")
-    model.load_weights(files.best_weights)
-    info = {
-        "epochs": settings.epochs,
-        "best_epoch": best["epoch"] + 1,
-        "best_val_accuracy": 100.0 * best["value"],
-        "weights": files.best_weights,
-    }
-    files.mark_done(info)
-    log.info("%s: done; best val accuracy %.2f %% at epoch %d", STAGE, info["best_val_accuracy"], info["best_epoch"])
-    return info
+    return checkpointing.finish_stage(STAGE, model, files, settings.epochs)

@@ -177,16 +177,4 @@ def run_pretraining(
                 *callbacks,
             ],
         )
-    best = files.best()
-    if best is None:
-        raise RuntimeError(f"{STAGE}: finished without a best checkpoint in {files.dir}.")
-    episode_model.load_weights(files.best_weights)
-    info = {
-        "epochs": settings.epochs,
-        "best_epoch": best["epoch"] + 1,
-        "best_val_accuracy": 100.0 * best["value"],
-        "weights": files.best_weights,
-    }
-    files.mark_done(info)
-    log.info("%s: done; best val accuracy %.2f %% at epoch %d", STAGE, info["best_val_accuracy"], info["best_epoch"])
-    return info
+    return checkpointing.finish_stage(STAGE, episode_model, files, settings.epochs)
