@@ -13,6 +13,8 @@ from tf_deepemd.ops.cross_reference import (
     uniform_weights,
 )
 from tf_deepemd.ops.emd import EMDResult, emd, solve_emd
+from tf_deepemd.ops.matching import DeepEMDMatch, deepemd_match
+from tf_deepemd.ops.sfc import fit_sfc
 from tf_deepemd.ops.prototypes import check_support_labels, class_means
 from tf_deepemd.ops.similarity import (
     center_nodes,
@@ -22,6 +24,7 @@ from tf_deepemd.ops.similarity import (
 )
 
 __all__ = [
+    "DeepEMDMatch",
     "EMDResult",
     "adaptive_avg_pool2d",
     "adaptive_pool_matrix",
@@ -31,7 +34,9 @@ __all__ = [
     "cosine_similarity_map",
     "crop_and_resize_boxes",
     "cross_reference_weights",
+    "deepemd_match",
     "emd",
+    "fit_sfc",
     "grid_boxes",
     "grid_intervals",
     "l2_normalize_nodes",
