@@ -1,30 +1,8 @@
 """Every op of the export runs on a stock TF Serving CPU build: registered, with a kernel, no Python."""
 
-import os
+from tensorflow.python.framework import op_def_registry
 
-from tensorflow.core.protobuf import saved_model_pb2
-from tensorflow.python.framework import kernels, op_def_registry
-
-PYTHON_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
-
-
-def graph_op_types(saved_model_dir):
-    """All op types in a SavedModel's graphs, function library included."""
-    proto = saved_model_pb2.SavedModel()
-    with open(os.path.join(saved_model_dir, "saved_model.pb"), "rb") as stream:
-        proto.ParseFromString(stream.read())
-    ops = set()
-    for meta_graph in proto.meta_graphs:
-        ops.update(node.op for node in meta_graph.graph_def.node)
-        for function in meta_graph.graph_def.library.function:
-            ops.update(node.op for node in function.node_def)
-    return ops
-
-
-def runs_on_cpu(op):
-    # DEFAULT kernels (Assert, NoOp, IdentityN) are device-independent.
-    devices = {kernel.device_type for kernel in kernels.get_registered_kernels_for_op(op).kernel}
-    return bool(devices & {"CPU", "DEFAULT"})
+from tests.saved_model_checks import PYTHON_OPS, graph_op_types, runs_on_cpu
 
 
 def test_every_op_is_registered_with_a_cpu_kernel(export):

@@ -4,15 +4,16 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.python.framework import op_def_registry
 
 import tf_deepemd
 from tests.reference import highs_emd
+from tests.saved_model_checks import PYTHON_OPS, SESSION_RUNNER, graph_op_types, runs_on_cpu
 
 NODES = 4
 
@@ -81,40 +82,6 @@ def test_trains_with_model_fit(rng):
     assert losses[-1] < 0.5 * losses[0], losses
 
 
-def graph_op_types(saved_model_dir):
-    """All op types in a SavedModel's graphs, function library included."""
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    proto = saved_model_pb2.SavedModel()
-    with open(os.path.join(saved_model_dir, "saved_model.pb"), "rb") as file:
-        proto.ParseFromString(file.read())
-    ops = set()
-    for meta_graph in proto.meta_graphs:
-        ops.update(node.op for node in meta_graph.graph_def.node)
-        for function in meta_graph.graph_def.library.function:
-            ops.update(node.op for node in function.node_def)
-    return ops
-
-
-SESSION_LOADER = textwrap.dedent(
-    """
-    import json, sys
-    import numpy as np
-    import tensorflow as tf
-    tf1 = tf.compat.v1
-    path, inputs_file = sys.argv[1], sys.argv[2]
-    inputs = dict(np.load(inputs_file))
-    with tf1.Session(graph=tf.Graph()) as session:
-        meta = tf1.saved_model.loader.load(session, ["serve"], path)
-        signature = meta.signature_def["serving_default"]
-        feed = {signature.inputs[k].name: v for k, v in inputs.items()}
-        fetch = {k: v.name for k, v in signature.outputs.items()}
-        outputs = session.run(fetch, feed)
-    print(json.dumps({k: np.asarray(v).tolist() for k, v in outputs.items()}))
-    """
-)
-
-
 def test_export_serves_in_a_fresh_process(rng, tmp_path):
     model = make_flow_model()
     (features, source, target), _ = make_dataset(rng, 3)
@@ -126,23 +93,26 @@ def test_export_serves_in_a_fresh_process(rng, tmp_path):
     model.export(export_dir, verbose=False)
 
     ops = graph_op_types(export_dir)
-    assert not ops & {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
-    from tensorflow.python.framework import op_def_registry
-
-    assert all(op_def_registry.get(op) is not None for op in ops), ops
+    assert not ops & PYTHON_OPS
+    assert all(op_def_registry.get(op) is not None and runs_on_cpu(op) for op in ops), ops
     assert "Cholesky" in ops  # the solver itself is in the graph
 
     # 1. TF Serving's loader: the TF1 session loader, in a fresh process.
     inputs_file = str(tmp_path / "inputs.npz")
+    outputs_file = str(tmp_path / "outputs.npz")
     np.savez(inputs_file, features=features, source_weights=source, target_weights=target)
-    loader = subprocess.run(
-        [sys.executable, "-c", SESSION_LOADER, export_dir, inputs_file],
+    jobs_file = tmp_path / "jobs.json"
+    jobs_file.write_text(json.dumps(
+        [{"signature": "serving_default", "inputs": inputs_file, "outputs": outputs_file}]
+    ))
+    subprocess.run(
+        [sys.executable, SESSION_RUNNER, export_dir, str(jobs_file)],
         capture_output=True, text=True, check=True, timeout=300,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
-    outputs = json.loads(loader.stdout.strip().splitlines()[-1])
-    (served,) = outputs.values()
-    np.testing.assert_allclose(np.asarray(served), expected, atol=1e-5)
+    with np.load(outputs_file) as outputs:
+        (served,) = (outputs[name] for name in outputs.files)
+    np.testing.assert_allclose(served, expected, atol=1e-5)
 
     # 2. saved_model_cli run, as documented for TF Serving debugging.
     for name, value in (("features", features), ("source", source), ("target", target)):
