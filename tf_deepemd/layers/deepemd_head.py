@@ -76,11 +76,9 @@ class DeepEMDHead(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        matching.check_matching_options(node_weights, temperature, gradient_mode, l2_strength)
-        if tolerance is not None and not float(tolerance) > 0:
-            raise ValueError(f"`tolerance` must be > 0, got {tolerance}.")
-        if int(max_iterations) < 1:
-            raise ValueError(f"`max_iterations` must be >= 1, got {max_iterations}.")
+        matching.check_matching_options(
+            node_weights, temperature, gradient_mode, l2_strength, tolerance, max_iterations
+        )
         self.node_weights = node_weights
         self.temperature = float(temperature)
         self.gradient_mode = gradient_mode

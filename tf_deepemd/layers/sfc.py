@@ -131,7 +131,9 @@ class SFC(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        matching.check_matching_options(node_weights, temperature, gradient_mode, l2_strength)
+        matching.check_matching_options(
+            node_weights, temperature, gradient_mode, l2_strength, tolerance, max_iterations
+        )
         if int(steps) < 0:
             raise ValueError(f"`steps` must be >= 0, got {steps}.")
         if int(batch_size) < 1:
@@ -143,10 +145,6 @@ class SFC(keras.layers.Layer):
                 f"`momentum` must be in [0, 1) and `dampening` in [0, 1], got {momentum}, "
                 f"{dampening}."
             )
-        if tolerance is not None and not float(tolerance) > 0:
-            raise ValueError(f"`tolerance` must be > 0, got {tolerance}.")
-        if int(max_iterations) < 1:
-            raise ValueError(f"`max_iterations` must be >= 1, got {max_iterations}.")
         self.steps = int(steps)
         self.learning_rate = float(learning_rate)
         self.batch_size = int(batch_size)

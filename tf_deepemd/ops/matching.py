@@ -58,8 +58,13 @@ Fields (``...`` = leading dims shared by the inputs):
 """
 
 
-def check_matching_options(node_weights, temperature, gradient_mode, l2_strength):
+def check_matching_options(node_weights, temperature, gradient_mode, l2_strength,
+                           tolerance=None, max_iterations=100):
     """Raises ValueError naming a bad option; shared by the Keras layers."""
+    if tolerance is not None and not float(tolerance) > 0:
+        raise ValueError(f"`tolerance` must be > 0, got {tolerance}.")
+    if int(max_iterations) < 1:
+        raise ValueError(f"`max_iterations` must be >= 1, got {max_iterations}.")
     if node_weights not in NODE_WEIGHTS:
         raise ValueError(f"`node_weights` must be one of {NODE_WEIGHTS}, got {node_weights!r}.")
     if gradient_mode not in GRADIENT_MODES:
