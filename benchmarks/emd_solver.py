@@ -65,6 +65,11 @@ def setup_tf_deepemd(cost, source, target, dtype, backward):
 
     import tf_deepemd
 
+    # One thread per operation, and the solver's shards (one per core) run
+    # concurrently: its operations are too small to split across threads
+    # (TF's default of 2 intra-op threads was ~1.5x slower here).
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+
     inputs = [tf.constant(x, dtype) for x in (cost, source, target)]
     spec = [tf.TensorSpec(x.shape, dtype) for x in inputs]
 

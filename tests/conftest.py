@@ -21,8 +21,9 @@ tf.config.threading.set_inter_op_parallelism_threads(2)
 
 @pytest.fixture
 def rng(request):
-    """A NumPy generator with a fresh seed per test, printed on failure."""
-    seed = int.from_bytes(os.urandom(4), "little")
+    """A NumPy generator with a fresh seed per test, printed on failure;
+    `TEST_SEED=<seed> pytest ...` replays one."""
+    seed = int(os.environ.get("TEST_SEED") or int.from_bytes(os.urandom(4), "little"))
     request.node.user_properties.append(("seed", seed))
     print(f"numpy seed: {seed}")
     return np.random.default_rng(seed)

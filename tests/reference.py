@@ -39,6 +39,9 @@ def highs_emd(cost, source_weights, target_weights):
         b_eq=[total],
         bounds=(0, None),
         method="highs",
+        # HiGHS's presolve declares some feasible problems with masses below
+        # its absolute feasibility tolerance (1e-7) infeasible.
+        options={"presolve": False},
     )
     assert result.status == 0, result.message
     return result.fun * cost_scale, result.x.reshape(num_rows, num_cols)

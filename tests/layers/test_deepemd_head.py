@@ -93,8 +93,10 @@ def test_kkt_gradient_reaches_the_cross_reference_weights(rng):
     total = np.concatenate([f.ravel() for f in full_grads])
     assert np.linalg.norm(weight_path) > 0.01 * np.linalg.norm(total)
     # ...and the total (through the solver to cost AND weights) is the true one.
-    # FD error: O(eps^2) truncation + (solver accuracy ~1e-11 x logits ~10) / eps.
-    eps = 1e-4
+    # FD error: O(eps^2) truncation (the curvature near a change of optimal
+    # basis can be large: eps = 1e-4 was 4e-4 off for seed 613097996) +
+    # (solver accuracy ~1e-11 x logits ~10) / eps.
+    eps = 1e-5
     for _ in range(3):
         dq, dp = rng.normal(size=query.shape), rng.normal(size=proto.shape)
         numeric = (
