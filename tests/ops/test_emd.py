@@ -370,6 +370,42 @@ def test_works_inside_tf_function_with_dynamic_shapes(rng):
         )
 
 
+@pytest.mark.parametrize("batch", [1, 5, 13])
+def test_shards_give_the_same_solution(rng, batch):
+    """Any split of the batch into concurrent loops, also one with empty
+    shards under a dynamic batch size, returns each problem's own solution."""
+    cost, source, target = nondegenerate_problems(rng, batch, 6, 5)
+    reference = tf_deepemd.solve_emd(cost, source, target, num_shards=1)
+    check_solution(reference, cost, source, target, RTOL[np.float64])
+    for num_shards in (2, 3, 8):
+        solve = tf.function(
+            lambda c, a, b, num_shards=num_shards: tf_deepemd.emd(c, a, b, num_shards=num_shards),
+            input_signature=[
+                tf.TensorSpec([None, 6, 5], tf.float64),
+                tf.TensorSpec([None, 6], tf.float64),
+                tf.TensorSpec([None, 5], tf.float64),
+            ],
+        )
+        np.testing.assert_allclose(solve(cost, source, target), reference.flow, atol=1e-8)
+    with pytest.raises(ValueError, match="num_shards must be >= 1"):
+        tf_deepemd.emd(cost, source, target, num_shards=0)
+
+
+def test_heavily_unbalanced_totals_keep_the_relative_accuracy(rng):
+    """The tolerance follows the transported mass: a light side 1000x lighter
+    than the heavy one still gets the float32 objective accuracy."""
+    cost = rng.uniform(0, 1, size=(20, 8, 9))
+    source = rng.uniform(0.5, 1.5, size=(20, 8)) * 1000.0
+    target = rng.uniform(0.5, 1.5, size=(20, 9))
+    target[10:], source[10:] = target[10:] * 1000.0, source[10:] / 1000.0
+    cost, source, target = (x.astype(np.float32).astype(np.float64) for x in (cost, source, target))
+    result = tf_deepemd.solve_emd(*(x.astype(np.float32) for x in (cost, source, target)))
+    reference = highs_emd_batch(cost, source, target)
+    error = np.abs(result.transport_cost.numpy() - reference) / reference
+    assert error.max() <= 1e-5, error.max()
+    assert result.converged.numpy().all()
+
+
 @pytest.mark.parametrize(
     "cost_shape, source_shape, target_shape, message",
     [

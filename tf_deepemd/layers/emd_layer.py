@@ -25,12 +25,15 @@ class EMDLayer(keras.layers.Layer):
       l2_strength: float >= 0, L2 regularisation of the flow (0: the LP).
       tolerance: stopping tolerance of the solver (None: per-dtype default).
       max_iterations: iteration cap of the solver.
+      num_shards: concurrent solver loops the batch is split into (None:
+        `tf_deepemd.ops.default_num_shards()`, one per CPU core, fixed when
+        the layer is traced or exported).
       validate_args: check at run time for non-finite costs and negative or
         non-finite weights.
     """
 
     def __init__(self, l2_strength=0.0, tolerance=None, max_iterations=100,
-                 validate_args=True, **kwargs):
+                 num_shards=None, validate_args=True, **kwargs):
         super().__init__(**kwargs)
         if l2_strength < 0:
             raise ValueError(f"l2_strength must be >= 0, got {l2_strength}.")
@@ -41,6 +44,9 @@ class EMDLayer(keras.layers.Layer):
         self.l2_strength = float(l2_strength)
         self.tolerance = tolerance
         self.max_iterations = int(max_iterations)
+        if num_shards is not None and num_shards < 1:
+            raise ValueError(f"num_shards must be >= 1, got {num_shards}.")
+        self.num_shards = None if num_shards is None else int(num_shards)
         self.validate_args = bool(validate_args)
         # XLA on CPU is 10-100x slower for the batched Cholesky (STACK.md).
         self.supports_jit = False
@@ -53,6 +59,7 @@ class EMDLayer(keras.layers.Layer):
             l2_strength=self.l2_strength,
             tolerance=self.tolerance,
             max_iterations=self.max_iterations,
+            num_shards=self.num_shards,
             validate_args=self.validate_args,
         )
 
@@ -65,6 +72,7 @@ class EMDLayer(keras.layers.Layer):
             l2_strength=self.l2_strength,
             tolerance=self.tolerance,
             max_iterations=self.max_iterations,
+            num_shards=self.num_shards,
             validate_args=self.validate_args,
         )
         return config

@@ -12,7 +12,7 @@ from tf_deepemd.ops.cross_reference import (
     normalize_mass,
     uniform_weights,
 )
-from tf_deepemd.ops.emd import EMDResult, emd, solve_emd
+from tf_deepemd.ops.emd import EMDResult, default_num_shards, emd, solve_emd
 from tf_deepemd.ops.matching import DeepEMDMatch, deepemd_match
 from tf_deepemd.ops.sfc import fit_sfc
 from tf_deepemd.ops.prototypes import check_support_labels, class_means
@@ -35,6 +35,7 @@ __all__ = [
     "crop_and_resize_boxes",
     "cross_reference_weights",
     "deepemd_match",
+    "default_num_shards",
     "emd",
     "fit_sfc",
     "grid_boxes",
