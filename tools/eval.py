@@ -17,17 +17,15 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
+from tool_flags import define_run_flags, define_thread_flags  # noqa: E402
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "gin_configs")
 
-flags.DEFINE_multi_string("gin_file", [], "gin config file(s), parsed in order.")
-flags.DEFINE_multi_string("gin_bindings", [], "gin bindings, applied after the files.")
-flags.DEFINE_string("model_dir", None, "the trained run's folder; overrides run_experiment.model_dir.")
+define_run_flags()
 flags.DEFINE_integer("episodes", None, "test episodes (default: run_experiment.test_episodes).")
 flags.DEFINE_string("output", None, "results file name inside model_dir (default "
                     "eval_<split>_<way>way_<shot>shot.json).")
-flags.DEFINE_integer("intra_op_threads", 0, "TensorFlow intra-op threads (0: TF's choice).")
-flags.DEFINE_integer("inter_op_threads", 0, "TensorFlow inter-op threads (0: TF's choice).")
+define_thread_flags()
 FLAGS = flags.FLAGS
 
 

@@ -20,16 +20,14 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
+from tool_flags import define_run_flags  # noqa: E402
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "gin_configs")
 
-flags.DEFINE_multi_string("gin_file", [], "gin config file(s) of the run, parsed in order.")
-flags.DEFINE_multi_string("gin_bindings", [], "gin bindings, applied after the files.")
-flags.DEFINE_string("model_dir", None, "the trained run's folder; overrides run_experiment.model_dir.")
+define_run_flags(weights_verb="export")
 flags.DEFINE_string("export_dir", None, "TF Serving's model base folder; <export_dir>/<version>/ is written.")
 flags.DEFINE_integer("version", None, "version number (default: next after the existing ones, or 1).")
 flags.DEFINE_bool("warmup", False, "write assets.extra/tf_serving_warmup_requests (5-way 1- and 5-shot).")
-flags.DEFINE_string("weights", None, "export this .weights.h5 instead of the run's best weights.")
 flags.DEFINE_list("normalization", None, "6 floats mean_r,mean_g,mean_b,std_r,std_g,std_b in [0, 1] "
                   "units (default: the run dataset's evaluation normalisation).")
 flags.DEFINE_string("model_name", "deepemd", "the served model's name (MODEL_NAME), used in warmup requests.")

@@ -23,13 +23,11 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
+from tool_flags import define_run_flags, define_thread_flags  # noqa: E402
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "gin_configs")
 
-flags.DEFINE_multi_string("gin_file", [], "gin config file(s) of the run, parsed in order.")
-flags.DEFINE_multi_string("gin_bindings", [], "gin bindings, applied after the files.")
-flags.DEFINE_string("model_dir", None, "the trained run's folder; overrides run_experiment.model_dir.")
-flags.DEFINE_string("weights", None, "evaluate this .weights.h5 instead of the run's best weights.")
+define_run_flags(weights_verb="evaluate")
 flags.DEFINE_string("split", None, "gallery split (retrieval.split; default 'test').")
 flags.DEFINE_integer("shortlist", None, "K, candidates re-ranked per query (retrieval.shortlist_size; default 100).")
 flags.DEFINE_list("methods", None, "any of global,uniform,cross_reference (retrieval.methods; default all).")
@@ -40,8 +38,7 @@ flags.DEFINE_float("solver_tolerance", None, "EMD solver tolerance of the re-ran
                    "default: the model's, 1e-7; 1e-4 is about 2x faster).")
 flags.DEFINE_string("index_file", None, "gallery index .npz: loaded if it exists (same weights/data), else written.")
 flags.DEFINE_string("output", None, "results JSON (default <model_dir>/retrieval_<dataset>_<split>.json).")
-flags.DEFINE_integer("intra_op_threads", 0, "TensorFlow intra-op threads (0: TF's choice).")
-flags.DEFINE_integer("inter_op_threads", 0, "TensorFlow inter-op threads (0: TF's choice).")
+define_thread_flags()
 FLAGS = flags.FLAGS
 
 

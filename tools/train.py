@@ -19,14 +19,12 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
+from tool_flags import define_run_flags, define_thread_flags  # noqa: E402
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "gin_configs")
 
-flags.DEFINE_multi_string("gin_file", [], "gin config file(s), parsed in order.")
-flags.DEFINE_multi_string("gin_bindings", [], "gin bindings, applied after the files.")
-flags.DEFINE_string("model_dir", None, "run folder; overrides run_experiment.model_dir.")
-flags.DEFINE_integer("intra_op_threads", 0, "TensorFlow intra-op threads (0: TF's choice).")
-flags.DEFINE_integer("inter_op_threads", 0, "TensorFlow inter-op threads (0: TF's choice).")
+define_run_flags()
+define_thread_flags()
 flags.DEFINE_integer("cpu_devices", 1, "split the CPU into this many logical devices "
                      "(to use run_experiment.strategy='mirrored' without GPUs).")
 flags.DEFINE_integer("keras_verbose", -1, "Keras fit verbosity; -1: bars on a terminal, else 2.")

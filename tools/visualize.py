@@ -29,13 +29,11 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
+from tool_flags import define_run_flags  # noqa: E402
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "gin_configs")
 
-flags.DEFINE_multi_string("gin_file", [], "gin config file(s) of the run, parsed in order.")
-flags.DEFINE_multi_string("gin_bindings", [], "gin bindings, applied after the files.")
-flags.DEFINE_string("model_dir", None, "the run's folder; overrides run_experiment.model_dir.")
-flags.DEFINE_string("weights", None, "draw with this .weights.h5 instead of the run's best weights.")
+define_run_flags(weights_verb="draw with")
 flags.DEFINE_string("output_dir", None, "folder of the PNG files.")
 flags.DEFINE_list("figures", None, "any of matching,episode,accuracy (default: all; accuracy only if "
                   "the run has a training log).")
