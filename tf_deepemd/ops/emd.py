@@ -792,12 +792,14 @@ def _solve_sharded(problem, l2_strength, *, num_shards, **options):
     static_batch = problem[0].shape[0]
     if static_batch is not None:
         num_shards = max(1, min(num_shards, static_batch))
-    if num_shards == 1:
+    if num_shards == 1 or tf.executing_eagerly():  # eager operations run one at a time
         return _solve_flat(*problem, l2_strength, **options)
     batch = tf.shape(problem[0])[0]
     sizes = batch // num_shards + tf.cast(tf.range(num_shards) < batch % num_shards, tf.int32)
     shards = zip(*(tf.split(value, sizes, num=num_shards) for value in problem))
-    results = [_solve_flat(*shard, l2_strength, **options) for shard in shards]
+    # One traced function called once per shard: tracing the solver once
+    # instead of once per shard.
+    results = [_solve_flat_function(*shard, l2_strength, **options) for shard in shards]
     *batched, iterations = zip(*results)
     return (*(tf.concat(parts, axis=0) for parts in batched),
             tf.reduce_max(tf.stack(iterations)))
@@ -897,6 +899,9 @@ def _solve_flat(cost, source, target, l2_strength, *, balance_threshold, toleran
     source_potentials = row_potential + shift[:, None]
     target_potentials = col_potential - shift[:, None]
     return flow, source_potentials, target_potentials, converged, iterations
+
+
+_solve_flat_function = tf.function(_solve_flat, reduce_retracing=True)
 
 
 def emd(
