@@ -664,10 +664,11 @@ def solve_emd(
       max_iterations: cap on interior-point iterations (typically 10-25 are
         needed); problems still above the tolerance then report
         `converged=False`.
-      num_shards: the batch is split into this many parts, each solved by
-        its own loop; inside a `tf.function` TensorFlow's inter-op thread
-        pool runs them concurrently (the operations of one loop are too small
-        to parallelise internally). Default: `default_num_shards()`.
+      num_shards: inside a `tf.function`, the batch is split into this many
+        parts, each solved by its own loop, which TensorFlow's inter-op
+        thread pool runs concurrently (the operations of one loop are too
+        small to parallelise internally). Eager calls solve the batch in one
+        loop. Default: `default_num_shards()`.
       validate_args: check at run time that the cost is finite and the weights
         are finite and non-negative (tf.errors.InvalidArgumentError otherwise).
       name: name scope.
