@@ -370,6 +370,23 @@ def test_works_inside_tf_function_with_dynamic_shapes(rng):
         )
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_recovers_when_the_gap_rises_for_a_step(dtype):
+    """A DeepEMD problem (retrieval test gallery, seed 2789262290, images 10
+    and 11) whose duality gap rises at iteration 4 and regains its best only
+    at iteration 8: the solver must not give up there."""
+    from tests.retrieval.test_search import make_gallery
+    from tf_deepemd.ops import matching
+
+    nodes, _ = make_gallery(np.random.default_rng(2789262290))
+    query, gallery = tf.constant(nodes[10:11]), tf.constant(nodes[11:12])
+    source, target = (x.numpy()[0, 0] for x in matching.matching_marginals(query, gallery))
+    cost = 1.0 - matching.matching_similarity(query, gallery).numpy()[0, 0]
+    result = tf_deepemd.solve_emd(*(x.astype(dtype) for x in (cost, source, target)))
+    assert result.converged.numpy()
+    check_solution(result, cost[None], source[None], target[None], RTOL[dtype])
+
+
 @pytest.mark.parametrize("batch", [1, 5, 13])
 def test_shards_give_the_same_solution(rng, batch):
     """Any split of the batch into concurrent loops, also one with empty
