@@ -172,16 +172,6 @@ class _TransportProblem:
             self.row_active = self.col_active = self.cell_mask = self.inactive_cells = None
             self.num_cells = tf.cast(tf.shape(cost)[-2] * tf.shape(cost)[-1], dtype)
 
-    def gather(self, indices):
-        """The problems at `indices` [k] of the batch."""
-        def take(value):
-            return None if value is None else tf.gather(value, indices)
-
-        return _TransportProblem(
-            take(self.cost), take(self.source), take(self.target), take(self.l2_cells),
-            has_inactive=self.cell_mask is not None,
-        )
-
     def masked(self, cells):
         """`cells` with zeros on the inactive cells."""
         return cells if self.cell_mask is None else self.cell_mask * cells
@@ -478,9 +468,7 @@ def _iteration(problem, state, *, common_step, tolerance):
 
     # Corrector: re-centre and account for the second-order term, target
     # products centering * mean - dx * ds - flow * slack.
-    centre = (centering * mean_product)[:, None, None]
-    if problem.cell_mask is not None:
-        centre *= problem.cell_mask
+    centre = problem.masked((centering * mean_product)[:, None, None])
     if linear:
         # particular = target / slack = extra - flow.
         extra = (centre + second_order) / slack
