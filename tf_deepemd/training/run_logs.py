@@ -26,19 +26,33 @@ log = logging.getLogger(__name__)
 
 
 class EpochLog(keras.callbacks.Callback):
-    """One log line per epoch (for non-interactive runs without progress bars)."""
+    """One log line per epoch (for non-interactive runs without progress bars).
+
+    Also adds ``train_seconds`` to the epoch's logs: the wall time of the
+    epoch's training steps, without its validation, so ``log.csv`` gives the
+    seconds per training step or episode. It must come before the callbacks
+    that write the logs.
+    """
 
     def __init__(self, stage, epochs):
         super().__init__()
         self.stage = stage
         self.epochs = epochs
         self._start = None
+        self._train_seconds = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
+        self._train_seconds = None
+
+    def on_test_begin(self, logs=None):
+        if self._start is not None and self._train_seconds is None:
+            self._train_seconds = time.perf_counter() - self._start
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - (self._start or time.perf_counter())
+        if logs is not None:
+            logs["train_seconds"] = self._train_seconds if self._train_seconds is not None else seconds
         values = ", ".join(f"{key} {value:.4g}" for key, value in sorted((logs or {}).items())
                            if isinstance(value, (int, float)))
         log.info("%s epoch %d/%d (%.1f s): %s", self.stage, epoch + 1, self.epochs, seconds, values)
@@ -90,15 +104,15 @@ class EpochSummaries(keras.callbacks.Callback):
 
 
 def logging_callbacks(stage_dir, stage, epochs):
-    """``[CSVLogger, AccuracyPlot, EpochSummaries, EpochLog]`` writing under ``stage_dir``.
+    """``[EpochLog, CSVLogger, AccuracyPlot, EpochSummaries]`` writing under ``stage_dir``.
 
     AccuracyPlot draws ``accuracy.png`` next to ``log.csv`` after every epoch
     (a warning and nothing else without matplotlib).
     """
     os.makedirs(stage_dir, exist_ok=True)
     return [
+        EpochLog(stage, epochs),
         keras.callbacks.CSVLogger(os.path.join(stage_dir, "log.csv"), append=True),
         AccuracyPlot(os.path.join(stage_dir, "log.csv")),
         EpochSummaries(os.path.join(stage_dir, "tensorboard")),
-        EpochLog(stage, epochs),
     ]
