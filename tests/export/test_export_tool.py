@@ -13,7 +13,7 @@ import tensorflow as tf
 from tf_deepemd.data import load_split
 from tf_deepemd.export import exporter
 from tf_deepemd.export.from_run import export_run
-from tf_deepemd.training import checkpointing, experiment
+from tf_deepemd.training import checkpointing, model_config
 from tf_deepemd.training.gin_config import parse_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -44,7 +44,7 @@ def tiny_gin(tmp_path):
 def fake_finished_run(model_dir, seed):
     """A model dir whose meta_train stage finished with a best-weights file, as train.py leaves it."""
     tf.keras.utils.set_random_seed(seed)
-    model = experiment.make_model()
+    model = model_config.make_model()
     model.build([(None, 16, 16, 3), (None,), (None, 16, 16, 3)])
     files = checkpointing.StageFiles(model_dir, "meta_train")
     checkpointing.save_weights_atomically(model, files.best_weights)

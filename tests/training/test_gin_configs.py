@@ -7,7 +7,8 @@ import gin
 import pytest
 
 from tf_deepemd.encoders import GridEncoder, SamplingEncoder
-from tf_deepemd.training import experiment
+from tf_deepemd.models.naming import method_name
+from tf_deepemd.training import model_config
 from tf_deepemd.training.gin_config import parse_config
 from tf_deepemd.training.meta_train import MetaTrainSettings
 from tf_deepemd.training.pretrain import PretrainSettings
@@ -79,15 +80,15 @@ def test_benchmark_configs_bind_the_official_protocol(name):
     [
         ("make_model.encoder = 'grid'", lambda m: isinstance(m.encoder, GridEncoder)),
         ("make_model.encoder = 'sampling'", lambda m: isinstance(m.encoder, SamplingEncoder)),
-        ("make_model.head = 'protonet'", lambda m: experiment.method_name(m) == "protonet"),
-        ("make_model.head = 'cosine'", lambda m: experiment.method_name(m) == "cosine"),
+        ("make_model.head = 'protonet'", lambda m: method_name(m) == "protonet"),
+        ("make_model.head = 'cosine'", lambda m: method_name(m) == "cosine"),
         ("make_model.node_weights = 'uniform'",
-         lambda m: experiment.method_name(m) == "deepemd_fcn_uniform"),
+         lambda m: method_name(m) == "deepemd_fcn_uniform"),
     ],
 )
 def test_one_binding_switches_the_method(binding, check):
     parse("mini_1shot.gin", binding)
-    model = experiment.make_model()  # constructs layers only; no weights are built
+    model = model_config.make_model()  # constructs layers only; no weights are built
     assert check(model)
 
 

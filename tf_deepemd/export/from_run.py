@@ -25,7 +25,7 @@ from tf_deepemd.data.image_split import Normalization
 from tf_deepemd.export import serving_layout
 from tf_deepemd.export.exporter import DEFAULT_MODEL_NAME, ExportResult, export_for_serving
 from tf_deepemd.export.preprocessing import check_normalization, dataset_normalization
-from tf_deepemd.training import checkpointing, experiment
+from tf_deepemd.training import checkpointing, experiment, model_config
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def restore_model(settings: RunSettings, weights: Optional[str] = None):
     # Same seed and construction as run_experiment: an untrained export is
     # at least reproducible.
     keras.utils.set_random_seed(settings.seed)
-    model = experiment.make_model()
+    model = model_config.make_model()
     size = settings.image_size
     model.build([(None, size, size, 3), (None,), (None, size, size, 3)])
     if weights is None:

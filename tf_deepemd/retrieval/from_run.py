@@ -24,7 +24,7 @@ from tf_deepemd.retrieval import galleries
 from tf_deepemd.retrieval.evaluate import RetrievalSettings, evaluate_leave_one_out
 from tf_deepemd.retrieval.index import load_index
 from tf_deepemd.training.checkpointing import write_json_atomically
-from tf_deepemd.training.experiment import method_name
+from tf_deepemd.models.naming import method_name
 
 log = logging.getLogger(__name__)
 

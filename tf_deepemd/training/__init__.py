@@ -3,7 +3,8 @@
 One concept per module:
 
 * `experiment`: `run_experiment` (the top level of ``tools/train.py`` and
-  ``tools/eval.py``) and the gin-bindable `make_model`;
+  ``tools/eval.py``);
+* `model_config`: the gin-bindable `make_model`;
 * `pretrain`, `meta_train`: the two training stages and their settings;
 * `evaluate`: accuracy over N episodes with the 95 % confidence interval;
 * `checkpointing`: resume after a kill, best-model checkpoints, finished
@@ -23,8 +24,9 @@ from tf_deepemd.training.evaluate import (
     confidence_interval,
     evaluate_episodes,
 )
-from tf_deepemd.training.experiment import make_model, run_experiment
+from tf_deepemd.training.experiment import run_experiment
 from tf_deepemd.training.gin_config import parse_config
+from tf_deepemd.training.model_config import make_model
 from tf_deepemd.training.optimizers import EpisodicSGD, StepDecay, make_optimizer, step_decay
 from tf_deepemd.training.strategy import make_strategy
 

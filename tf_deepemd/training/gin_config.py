@@ -15,7 +15,9 @@ import os
 import gin
 
 # Importing these registers every configurable a config may bind.
-from tf_deepemd.training import experiment, meta_train, optimizers, pretrain, strategy  # noqa: F401
+from tf_deepemd.training import (  # noqa: F401
+    experiment, meta_train, model_config, optimizers, pretrain, strategy,
+)
 
 _SEARCH_PATHS = set()
 
