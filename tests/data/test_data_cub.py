@@ -39,3 +39,24 @@ def test_missing_class_folders_are_named(cub_root, tmp_path):
         load_split("cub", "train", cub_root)
     with pytest.raises(FileNotFoundError, match=r"CUB_200_2011/images/<class folder>/<image>"):
         load_split("cub", "val", str(tmp_path))
+
+
+def test_symlinked_class_folders_and_images_are_read(cub_root, tmp_path):
+    """A CUB tree whose class folders are links, one of them to a folder of links."""
+    images = os.path.join(cub_root, "CUB_200_2011", "images")
+    linked = tmp_path / "CUB_200_2011" / "images"
+    linked.mkdir(parents=True)
+    names = shipped("cub", "val")
+    for name in names[1:]:
+        os.symlink(os.path.join(images, name), linked / name)
+    links_to_images = tmp_path / "link_folder"
+    links_to_images.mkdir()
+    for image in os.listdir(os.path.join(images, names[0])):
+        os.symlink(os.path.join(images, names[0], image), links_to_images / image)
+    os.symlink(links_to_images, linked / names[0])
+    data = load_split("cub", "val", str(tmp_path))
+    assert data.class_names == tuple(names)
+    np.testing.assert_array_equal(data.class_sizes(), np.full(50, 3))
+    assert [os.path.basename(path) for path in data.paths] == [
+        os.path.basename(path) for path in load_split("cub", "val", cub_root).paths
+    ]

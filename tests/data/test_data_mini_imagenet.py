@@ -60,3 +60,16 @@ def test_malformed_csv_is_an_error_naming_file_and_line(mini_copy):
     csv_path.write_text("\n".join(lines + ["only_a_name.jpg"]) + "\n")
     with pytest.raises(ValueError, match=f"line {len(lines) + 1}"):
         load_split("mini_imagenet", "val", str(mini_copy))
+
+
+def test_symlinked_images_folder_and_files_are_read(mini_root, tmp_path):
+    root = tmp_path / "mini"
+    (root / "images").mkdir(parents=True)
+    os.symlink(os.path.join(mini_root, "split"), root / "split")
+    for name in os.listdir(os.path.join(mini_root, "images")):
+        os.symlink(os.path.join(mini_root, "images", name), root / "images" / name)
+    data = load_split("mini_imagenet", "train", str(root))
+    original = load_split("mini_imagenet", "train", mini_root)
+    assert data.class_names == original.class_names
+    np.testing.assert_array_equal(data.labels, original.labels)
+    assert [os.path.basename(p) for p in data.paths] == [os.path.basename(p) for p in original.paths]

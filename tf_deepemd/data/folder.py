@@ -11,6 +11,8 @@ is its path relative to the split root, with ``/`` separators. Classes and
 files are sorted by name, so labels do not depend on the file system's
 listing order (the official loaders use unsorted `os.listdir`). Image files
 lying next to sub-folders are an error rather than a guess about their class.
+Symbolic links to class folders and to images are followed (with a guard
+against loops), so a split can be a folder of links.
 """
 
 from __future__ import annotations
@@ -32,43 +34,81 @@ def is_image_file(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
 
 
+def folder_entries(folder: str) -> tuple[list[str], list[str]]:
+    """Sorted names of the non-hidden sub-folders and of the image files in `folder`.
+
+    Symbolic links are followed: a link to a folder is a sub-folder and a link
+    to a file is a file (split views made of links are the usual way to avoid
+    copying a dataset). A dangling link with an image name counts as an image
+    file, so the bad-data policy names it instead of it vanishing silently.
+    """
+    subfolders, images = [], []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                subfolders.append(entry.name)
+            elif is_image_file(entry.name):
+                images.append(entry.name)
+    return sorted(subfolders), sorted(images)
+
+
 def list_image_files(folder: str) -> list[str]:
-    """Sorted paths of the image files directly inside `folder`."""
-    return sorted(
-        os.path.join(folder, name)
-        for name in os.listdir(folder)
-        if is_image_file(name) and os.path.isfile(os.path.join(folder, name))
-    )
+    """Sorted paths of the image files directly inside `folder` (links followed)."""
+    return [os.path.join(folder, name) for name in folder_entries(folder)[1]]
 
 
 def find_leaf_classes(root: str) -> list[tuple[str, list[str]]]:
     """The leaf folders under `root` and their image files.
+
+    Symbolic links to folders are followed; each real folder may be reached
+    once, so a link back to an ancestor (a loop) or two names for one folder
+    are errors instead of an endless walk or a class listed twice.
 
     Returns:
       ``(class_name, sorted image paths)`` per leaf folder, sorted by name; a
       leaf folder without images is a class with no images.
 
     Raises:
-      ValueError: image files sit in a folder that also has sub-folders.
+      ValueError: image files sit in a folder that also has sub-folders, or a
+        folder is reached twice through symbolic links.
     """
     classes = []
-    for folder, subfolders, files in os.walk(root):
-        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
-        images = [name for name in files if is_image_file(name)]
+    reached_as = {}  # real path -> the path that first reached it
+    pending = [root]
+    while pending:
+        folder = pending.pop()
+        real = os.path.realpath(folder)
+        if real in reached_as:
+            raise ValueError(_reached_twice_message(folder, reached_as[real]))
+        reached_as[real] = folder
+        subfolders, images = folder_entries(folder)
         if subfolders:
             if images:
                 raise ValueError(
-                    f"{folder} holds {len(images)} image file(s) (e.g. {sorted(images)[0]!r}) "
+                    f"{folder} holds {len(images)} image file(s) (e.g. {images[0]!r}) "
                     "next to sub-folders: its images have no class. A class must be a leaf "
                     "folder; move the images into a sub-folder."
                 )
-            continue
-        if folder == root:
-            continue
-        name = os.path.relpath(folder, root).replace(os.sep, "/")
-        classes.append((name, sorted(os.path.join(folder, image) for image in images)))
+            pending.extend(os.path.join(folder, name) for name in reversed(subfolders))
+        elif folder != root:
+            name = os.path.relpath(folder, root).replace(os.sep, "/")
+            classes.append((name, [os.path.join(folder, image) for image in images]))
     classes.sort(key=lambda item: item[0])
     return classes
+
+
+def _reached_twice_message(folder: str, first: str) -> str:
+    if os.path.commonpath([folder, first]) == first:
+        return (
+            f"{folder} is a symbolic link back to its ancestor {first}: the folder tree has a "
+            "loop. Remove the link."
+        )
+    return (
+        f"{folder} and {first} are the same folder (through a symbolic link): its images "
+        "would be two classes. Keep one of them."
+    )
 
 
 def split_from_classes(
