@@ -28,10 +28,11 @@ log = logging.getLogger(__name__)
 class EpochLog(keras.callbacks.Callback):
     """One log line per epoch (for non-interactive runs without progress bars).
 
-    Also adds ``train_seconds`` to the epoch's logs: the wall time of the
-    epoch's training steps, without its validation, so ``log.csv`` gives the
-    seconds per training step or episode. It must come before the callbacks
-    that write the logs.
+    Also adds ``train_seconds`` to the epoch's logs: the wall time from the
+    epoch's start to the end of its last training step, so ``log.csv`` gives
+    the seconds per training step or episode without the validation (which
+    runs after the last step, in ``fit``'s validation or in an epoch-end
+    callback). It must come before the callbacks that write the logs.
     """
 
     def __init__(self, stage, epochs):
@@ -39,20 +40,21 @@ class EpochLog(keras.callbacks.Callback):
         self.stage = stage
         self.epochs = epochs
         self._start = None
-        self._train_seconds = None
+        self._last_step_end = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
-        self._train_seconds = None
+        self._last_step_end = None
 
-    def on_test_begin(self, logs=None):
-        if self._start is not None and self._train_seconds is None:
-            self._train_seconds = time.perf_counter() - self._start
+    def on_train_batch_end(self, batch, logs=None):
+        self._last_step_end = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        seconds = time.perf_counter() - (self._start or time.perf_counter())
+        end = time.perf_counter()
+        start = self._start or end
         if logs is not None:
-            logs["train_seconds"] = self._train_seconds if self._train_seconds is not None else seconds
+            logs["train_seconds"] = (self._last_step_end or end) - start
+        seconds = end - start
         values = ", ".join(f"{key} {value:.4g}" for key, value in sorted((logs or {}).items())
                            if isinstance(value, (int, float)))
         log.info("%s epoch %d/%d (%.1f s): %s", self.stage, epoch + 1, self.epochs, seconds, values)
