@@ -11,6 +11,8 @@ Public entry points:
 * `tf_deepemd.DeepEMD` / `tf_deepemd.make_model`: the episode model (encoder
   + DeepEMD, ProtoNet or cosine head); `tf_deepemd.PretrainClassifier` /
   `tf_deepemd.make_pretrain_model`: the pre-training classifier.
+* `tf_deepemd.load_official_checkpoint`: loads the official PyTorch
+  DeepEMD checkpoints (``max_acc.pth``; no PyTorch needed).
 * `tf_deepemd.data`: datasets and episodic `tf.data` pipelines
   (`tf_deepemd.data.make_episode_dataset`).
 """
@@ -22,6 +24,7 @@ from tf_deepemd.layers.sfc import SFC
 from tf_deepemd.models.deepemd import DeepEMD
 from tf_deepemd.models.factory import make_model, make_pretrain_model
 from tf_deepemd.models.pretrain import PretrainClassifier
+from tf_deepemd.official.checkpoint import load_official_checkpoint
 from tf_deepemd import data  # noqa: E402  (a subpackage, importable as tf_deepemd.data)
 
 __version__ = "0.1.0"
@@ -35,6 +38,7 @@ __all__ = [
     "SFC",
     "data",
     "emd",
+    "load_official_checkpoint",
     "make_model",
     "make_pretrain_model",
     "solve_emd",
