@@ -1,6 +1,7 @@
 """EMD solvers side by side on identical DeepEMD-style problems.
 
-    python benchmarks/emd_solver.py [--batches 50 375] [--nodes 9 25 50] [--repeats 5]
+    python benchmarks/emd_solver.py [--batches 50 375] [--nodes 9 25 50] [--repeats 15]
+    python benchmarks/emd_solver.py --goals [--baseline OLD_EMD.py]
 
 Compares, on the same problems (cost = 1 - cosine of random 640-d ReLU
 features, cross-reference weights normalised to sum N, as in the official
@@ -14,9 +15,22 @@ DeepEMD code):
   forward+backward, when torch and qpth are installed (one torch thread:
   with two, torch 2.13's batched LU corrupts its pivots).
 
-Each (method, batch, N) runs in its own worker process so that its peak memory
+`--baseline PATH` adds the same tf_deepemd methods run with another version
+of the solver module (a self-contained copy of `tf_deepemd/ops/emd.py` from an
+earlier commit, e.g. `git show <commit>:tf_deepemd/ops/emd.py > old_emd.py`),
+so that before and after are timed in one run; the table then ends with the
+time ratios new / baseline.
+
+`--goals` runs only the three cases of the speed goals, 15 repeats each, and
+prints them as ratios: forward, float32, 375 problems of 25x25 (one 5-way
+15-query episode) and 5 of 25x25 (one query) against the cv2 loop, and
+forward+backward on 50 of 9x9 against qpth.
+
+TensorFlow runs with its default thread pools unless `--intra_op_threads` is
+given. Each (method, batch, N) runs in its own worker process so that its peak memory
 (growth of the resident set during the timed runs, VmHWM) is its own.
-Times are the median of `--repeats` runs after one warm-up. The objective
+Times are the median of `--repeats` runs after one warm-up (pooled over
+`--rounds` interleaved runs of every method). The objective
 error is max over problems of |objective - HiGHS| / HiGHS. Prints a table and
 writes benchmarks/results/emd_solver.json.
 """
@@ -60,29 +74,35 @@ def deepemd_problems(seed, batch, num_nodes, channels=640):
 # ---------------------------------------------------------------------------
 
 
-def setup_tf_deepemd(cost, source, target, dtype, backward):
+def load_solver(baseline_path=None):
+    """`tf_deepemd.emd`, or `emd` of the solver module file at `baseline_path`."""
+    if baseline_path is None:
+        import tf_deepemd
+
+        return tf_deepemd.emd
+    spec = importlib.util.spec_from_file_location("baseline_emd", baseline_path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.emd
+
+
+def setup_tf_deepemd(cost, source, target, dtype, backward, baseline_path=None):
     import tensorflow as tf
 
-    import tf_deepemd
-
-    # One thread per operation, and the solver's shards (one per core) run
-    # concurrently: its operations are too small to split across threads
-    # (TF's default of 2 intra-op threads was ~1.5x slower here).
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-
+    emd = load_solver(baseline_path)
     inputs = [tf.constant(x, dtype) for x in (cost, source, target)]
     spec = [tf.TensorSpec(x.shape, dtype) for x in inputs]
 
     @tf.function(input_signature=spec)
     def forward(cost, source, target):
-        flow = tf_deepemd.emd(cost, source, target)
+        flow = emd(cost, source, target)
         return tf.reduce_sum(cost * flow, axis=[-2, -1])
 
     @tf.function(input_signature=spec)
     def forward_backward(cost, source, target):
         with tf.GradientTape() as tape:
             tape.watch([cost, source, target])
-            flow = tf_deepemd.emd(cost, source, target)
+            flow = emd(cost, source, target)
             # DeepEMD's logits weigh the flow with the similarity 1 - cost.
             loss = tf.reduce_sum((1.0 - cost) * flow)
         gradients = tape.gradient(loss, [cost, source, target])
@@ -187,19 +207,27 @@ def setup_qpth(cost, source, target, backward):
     return run
 
 
+TF_VARIANTS = {"fwd f32": ("float32", False), "fwd f64": ("float64", False),
+               "fwd+bwd f32": ("float32", True), "fwd+bwd f64": ("float64", True)}
 METHODS = {
-    "tf_deepemd fwd f32": lambda *p: setup_tf_deepemd(*p, "float32", False),
-    "tf_deepemd fwd f64": lambda *p: setup_tf_deepemd(*p, "float64", False),
-    "tf_deepemd fwd+bwd f32": lambda *p: setup_tf_deepemd(*p, "float32", True),
-    "tf_deepemd fwd+bwd f64": lambda *p: setup_tf_deepemd(*p, "float64", True),
+    **{f"tf_deepemd {name}": lambda *p, v=variant: setup_tf_deepemd(*p, *v)
+       for name, variant in TF_VARIANTS.items()},
     "cv2.EMD loop": setup_cv2,
     "POT ot.emd loop": setup_pot,
     "HiGHS loop": setup_highs,
     "qpth L2 fwd": lambda *p: setup_qpth(*p, False),
     "qpth L2 fwd+bwd": lambda *p: setup_qpth(*p, True),
 }
+# The same variants with the solver module given by --baseline.
+BASELINE_METHODS = {f"baseline {name}": variant for name, variant in TF_VARIANTS.items()}
 OPTIONAL_MODULES = {"cv2.EMD loop": "cv2", "POT ot.emd loop": "ot", "HiGHS loop": "highspy",
                     "qpth L2 fwd": "qpth", "qpth L2 fwd+bwd": "qpth"}
+# The speed goals: (name, batch, N, method, peer, goal on method time / peer time).
+GOALS = [
+    ("forward 375 x 25x25 / cv2 loop", 375, 25, "tf_deepemd fwd f32", "cv2.EMD loop", 0.5),
+    ("forward 5 x 25x25 / cv2 loop", 5, 25, "tf_deepemd fwd f32", "cv2.EMD loop", 2.0),
+    ("fwd+bwd 50 x 9x9 / qpth", 50, 9, "tf_deepemd fwd+bwd f32", "qpth L2 fwd+bwd", 0.01),
+]
 
 
 def _status_mb(field):
@@ -210,7 +238,7 @@ def _status_mb(field):
     raise KeyError(field)
 
 
-def worker(method, problems_file, repeats):
+def worker(method, problems_file, args):
     """Runs one method on one batch in this process; prints a JSON line.
 
     Peak memory is the high-water mark of the resident set during the timed
@@ -218,22 +246,29 @@ def worker(method, problems_file, repeats):
     resident set before them: what one more solve of the batch costs, without
     one-time costs such as imports and graph tracing.
     """
+    if method.startswith(("tf_deepemd", "baseline")) and args.intra_op_threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
     data = np.load(problems_file)
     cost, source, target = data["cost"], data["source"], data["target"]
-    run = METHODS[method](cost, source, target)
+    if method in BASELINE_METHODS:
+        run = setup_tf_deepemd(cost, source, target, *BASELINE_METHODS[method], args.baseline)
+    else:
+        run = METHODS[method](cost, source, target)
     objectives = run()  # warm-up (tracing, first allocations)
-    baseline = _status_mb("VmRSS")
+    memory_before = _status_mb("VmRSS")
     with open("/proc/self/clear_refs", "w") as file:
         file.write("5")  # resets VmHWM to the current resident set
     times = []
-    for _ in range(repeats):
+    for _ in range(args.repeats):
         start = time.perf_counter()
         objectives = run()
         times.append(time.perf_counter() - start)
     print(json.dumps({
         "seconds": float(np.median(times)),
         "all_seconds": times,
-        "peak_mb": max(_status_mb("VmHWM") - baseline, 0.0),
+        "peak_mb": max(_status_mb("VmHWM") - memory_before, 0.0),
         "objectives": np.asarray(objectives, np.float64).tolist(),
     }))
 
@@ -243,80 +278,159 @@ def available(method):
     return module is None or importlib.util.find_spec(module) is not None
 
 
-def main():
+def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[50, 375])
     parser.add_argument("--nodes", type=int, nargs="+", default=[9, 25, 50])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="runs of every method, interleaved; times are pooled")
+    parser.add_argument("--qpth_repeats", type=int, default=3,
+                        help="repeats of qpth (seconds per run at 50 x 25x25)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--goals", action="store_true",
+                        help="only the cases and methods of the speed goals")
+    parser.add_argument("--baseline", metavar="EMD_PY",
+                        help="solver module file timed beside the current tf_deepemd")
+    parser.add_argument("--intra_op_threads", type=int,
+                        help="TensorFlow intra-op threads (default: TensorFlow's own)")
     parser.add_argument("--qpth_max_variables", type=int, default=50 * 625,
                         help="skip qpth above batch*N*N (its memory grows as batch*N^4)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=RESULTS)
     parser.add_argument("--worker", nargs=2, metavar=("METHOD", "PROBLEMS"),
                         help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def planned_cases(args):
+    """[(batch, nodes, [methods])] in the order they run."""
+    if args.goals:
+        cases = {}
+        for _, batch, nodes, method, peer, _ in GOALS:
+            cases.setdefault((batch, nodes), []).extend([method, peer])
+    else:
+        cases = {(batch, nodes): list(args.methods)
+                 for batch in args.batches for nodes in args.nodes}
+    planned = []
+    for (batch, nodes), methods in cases.items():
+        if args.baseline:
+            methods = methods + [m.replace("tf_deepemd", "baseline") for m in methods
+                                 if m.startswith("tf_deepemd")]
+        methods = [m for m in methods if not (
+            m.startswith("qpth") and batch * nodes * nodes > args.qpth_max_variables)]
+        planned.append((batch, nodes, methods))
+    return planned
+
+
+def run_worker(method, problems_file, args, environment):
+    repeats = args.qpth_repeats if method.startswith("qpth") else args.repeats
+    command = [sys.executable, __file__, "--repeats", str(repeats),
+               "--worker", method, problems_file]
+    if args.baseline:
+        command += ["--baseline", os.path.abspath(args.baseline)]
+    if args.intra_op_threads:
+        command += ["--intra_op_threads", str(args.intra_op_threads)]
+    completed = subprocess.run(command, capture_output=True, text=True, env=environment)
+    if completed.returncode != 0:
+        return {"error": completed.stderr.strip().splitlines()[-1:]}
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def main():
+    args = parse_args()
     if args.worker:
-        worker(args.worker[0], args.worker[1], args.repeats)
+        worker(args.worker[0], args.worker[1], args)
         return
 
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"}
-    rows = []
+    rows = {}
     with tempfile.TemporaryDirectory() as scratch:
-        for batch in args.batches:
-            for nodes in args.nodes:
-                problems_file = os.path.join(scratch, f"problems_{batch}_{nodes}.npz")
-                cost, source, target = deepemd_problems(args.seed, batch, nodes)
-                np.savez(problems_file, cost=cost, source=source, target=target)
-                reference = setup_highs(cost, source, target)()
-                for method in args.methods:
+        cases = []
+        for batch, nodes, methods in planned_cases(args):
+            problems_file = os.path.join(scratch, f"problems_{batch}_{nodes}.npz")
+            cost, source, target = deepemd_problems(args.seed, batch, nodes)
+            np.savez(problems_file, cost=cost, source=source, target=target)
+            cases.append((batch, nodes, methods, problems_file, setup_highs(cost, source, target)()))
+        # Rounds interleave the methods so that a slow phase of a shared
+        # machine does not fall on one of them only.
+        for _ in range(args.rounds):
+            for batch, nodes, methods, problems_file, reference in cases:
+                for method in methods:
                     if not available(method):
                         print(f"skip {method}: not installed", file=sys.stderr)
                         continue
-                    if method.startswith("qpth") and batch * nodes * nodes > args.qpth_max_variables:
+                    result = run_worker(method, problems_file, args, environment)
+                    row = rows.setdefault((method, batch, nodes), {
+                        "method": method, "batch": batch, "nodes": nodes, "all_seconds": [],
+                        "round_seconds": [], "peak_mb": 0.0, "objective_error": 0.0})
+                    if "error" in result or "error" in row:
+                        row["error"] = result.get("error", row.get("error"))
+                        print(f"{method} B={batch} N={nodes} failed: {row['error']}",
+                              file=sys.stderr)
                         continue
-                    command = [sys.executable, __file__, "--repeats", str(args.repeats),
-                               "--worker", method, problems_file]
-                    completed = subprocess.run(command, capture_output=True, text=True,
-                                               env=environment)
-                    if completed.returncode != 0:
-                        error = completed.stderr.strip().splitlines()[-1:]
-                        print(f"{method} B={batch} N={nodes} failed: {error}", file=sys.stderr)
-                        rows.append({"method": method, "batch": batch, "nodes": nodes,
-                                     "error": error})
-                        continue
-                    result = json.loads(completed.stdout.strip().splitlines()[-1])
-                    objectives = np.array(result.pop("objectives"))
-                    result["objective_error"] = float(
-                        np.max(np.abs(objectives - reference) / np.abs(reference))
-                    )
-                    row = {"method": method, "batch": batch, "nodes": nodes, **result}
-                    rows.append(row)
-                    print(f"{method:24s} B={batch:4d} N={nodes:3d} {row['seconds'] * 1e3:10.1f} ms "
-                          f"{row['peak_mb']:9.1f} MB  err {row['objective_error']:.1e}",
-                          file=sys.stderr, flush=True)
+                    objectives = np.array(result["objectives"])
+                    row["objective_error"] = max(row["objective_error"], float(
+                        np.max(np.abs(objectives - reference) / np.abs(reference))))
+                    row["all_seconds"] += result["all_seconds"]
+                    row["round_seconds"].append(result["seconds"])
+                    row["seconds"] = float(np.median(row["all_seconds"]))
+                    row["peak_mb"] = max(row["peak_mb"], result["peak_mb"])
+                    print(f"{method:24s} B={batch:4d} N={nodes:3d} "
+                          f"{result['seconds'] * 1e3:10.2f} ms {result['peak_mb']:9.1f} MB  "
+                          f"err {row['objective_error']:.1e}", file=sys.stderr, flush=True)
+    rows = list(rows.values())
 
+    goals = goal_ratios(rows)
     print(format_table(rows))
+    print(format_goals(goals))
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as file:
-        json.dump({"command": " ".join(sys.argv), "cpu_count": os.cpu_count(), "rows": rows},
+        json.dump({"command": " ".join(sys.argv), "cpu_count": os.cpu_count(),
+                   "intra_op_threads": args.intra_op_threads, "goals": goals, "rows": rows},
                   file, indent=1)
 
 
+def goal_ratios(rows):
+    """The speed goals measured in this run (those whose two rows exist): the
+    ratio of the pooled medians and the ratio in each round."""
+    by_key = {(r["method"], r["batch"], r["nodes"]): r for r in rows if "seconds" in r}
+    goals = []
+    for name, batch, nodes, method, peer, goal in GOALS:
+        if (method, batch, nodes) in by_key and (peer, batch, nodes) in by_key:
+            ours, theirs = by_key[(method, batch, nodes)], by_key[(peer, batch, nodes)]
+            ratio = ours["seconds"] / theirs["seconds"]
+            per_round = [a / b for a, b in zip(ours["round_seconds"], theirs["round_seconds"])]
+            goals.append({"goal": name, "ratio": ratio, "round_ratios": per_round,
+                          "target": goal, "met": ratio <= goal})
+    return goals
+
+
+def format_goals(goals):
+    return "\n".join(
+        f"goal {g['goal']}: {g['ratio']:.3f} (rounds: "
+        f"{', '.join(f'{r:.3f}' for r in g['round_ratios'])}; target <= {g['target']}: "
+        f"{'met' if g['met'] else 'NOT met'})" for g in goals
+    )
+
+
 def format_table(rows):
-    """Markdown table; ratios are against the cv2 loop of the same batch and N."""
-    baseline = {(r["batch"], r["nodes"]): r["seconds"] for r in rows
-                if r["method"] == "cv2.EMD loop" and "seconds" in r}
-    lines = ["| method | batch | N | median ms | x cv2 loop | peak MB | objective error |",
-             "|---|---|---|---|---|---|---|"]
+    """Markdown table; ratios against the cv2 loop of the same batch and N and,
+    for tf_deepemd with --baseline, against the baseline solver."""
+    seconds = {(r["method"], r["batch"], r["nodes"]): r["seconds"] for r in rows if "seconds" in r}
+    lines = ["| method | batch | N | median ms | x cv2 loop | x baseline | peak MB | objective error |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "seconds" not in r:
-            lines.append(f"| {r['method']} | {r['batch']} | {r['nodes']} | failed | | | |")
+            lines.append(f"| {r['method']} | {r['batch']} | {r['nodes']} | failed | | | | |")
             continue
-        ratio = r["seconds"] / baseline[(r["batch"], r["nodes"])] if (r["batch"], r["nodes"]) in baseline else float("nan")
+        cv2 = seconds.get(("cv2.EMD loop", r["batch"], r["nodes"]))
+        old = seconds.get((r["method"].replace("tf_deepemd", "baseline"), r["batch"], r["nodes"]))
+        ratio_cv2 = f"{r['seconds'] / cv2:.2f}" if cv2 else ""
+        ratio_old = f"{r['seconds'] / old:.2f}" if old and r["method"].startswith("tf_") else ""
         lines.append(
-            f"| {r['method']} | {r['batch']} | {r['nodes']} | {r['seconds'] * 1e3:.1f} | "
-            f"{ratio:.2f} | {r['peak_mb']:.0f} | {r['objective_error']:.1e} |"
+            f"| {r['method']} | {r['batch']} | {r['nodes']} | {r['seconds'] * 1e3:.2f} | "
+            f"{ratio_cv2} | {ratio_old} | {r['peak_mb']:.0f} | {r['objective_error']:.1e} |"
         )
     return "\n".join(lines)
 
