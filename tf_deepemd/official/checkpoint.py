@@ -166,7 +166,8 @@ def _match_backbone(state, weights, path):
         key = by_bare_key[bare]
         value = state[key]
         if name.endswith("/kernel"):
-            needed_oihw = tuple(np.array(variable.shape)[[3, 2, 0, 1]])
+            height, width, inputs, outputs = variable.shape
+            needed_oihw = (outputs, inputs, height, width)
             if value.shape != needed_oihw:
                 raise _shape_error(
                     key, value.shape, needed_oihw, name,
