@@ -27,8 +27,14 @@ setup(
         "importlib_resources",
     ],
     extras_require={
-        # matplotlib: the figure tests (tests/visualization) write PNG files.
-        "test": ["pytest", "matplotlib"],
+        # matplotlib: the figure tests (tests/visualization) write PNG files;
+        # torch: the parity tests against the official PyTorch model
+        # (tests/official). Pinned: CPU users install the CPU wheel first
+        # (README "Evaluating the official DeepEMD weights").
+        "test": ["pytest", "matplotlib", "torch==2.13.0"],
+        # PyTorch beside tf_deepemd, e.g. to run the official model next to
+        # it; tf_deepemd.load_official_checkpoint itself does not need it.
+        "interop": ["torch==2.13.0"],
         # Figures: tools/visualize.py, tf_deepemd.visualization, AccuracyPlot.
         "plots": ["matplotlib"],
         # Peers for benchmarks/emd_solver.py. qpth + torch (the official
