@@ -1,10 +1,20 @@
-"""Test-wide settings: Keras backend, quiet logs and a fixed thread count.
+"""Test-wide settings: Keras backend, quiet logs, a fixed thread count, seeds.
 
 TensorFlow's threading can only be configured before its first op, so this
 runs at collection time, before any test module imports tf_deepemd.
+
+Seeds: every run uses the base seed `TEST_SEED` (env; `DEFAULT_TEST_SEED`
+when unset). Each test's seed is derived from the base seed and the test's
+node id, so a test draws the same numbers whichever tests run with it. Before
+each test, Python's, NumPy's global, TensorFlow's and Keras' seeds are set to
+it (unseeded initialisers and ops are reproducible too), and the `rng` /
+`test_seed` fixtures hand it out. A failing test's report says which
+``TEST_SEED=...`` replays it; ``TEST_SEED=7 pytest ...`` runs everything on
+other numbers.
 """
 
 import os
+import zlib
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -19,11 +29,70 @@ tf.config.threading.set_intra_op_parallelism_threads(1)
 tf.config.threading.set_inter_op_parallelism_threads(2)
 
 
+DEFAULT_TEST_SEED = 20260101
+
+
+def base_seed() -> int:
+    value = os.environ.get("TEST_SEED", "").strip()
+    if not value:
+        return DEFAULT_TEST_SEED
+    try:
+        return int(value)
+    except ValueError:
+        raise pytest.UsageError(f"TEST_SEED must be an integer, got {value!r}") from None
+
+
+BASE_SEED = base_seed()
+
+
+def seed_for(node_id: str) -> int:
+    """The seed of a test (or of a module, for module-scoped fixtures): a
+    function of `BASE_SEED` and the pytest node id only."""
+    entropy = [BASE_SEED % (1 << 63), zlib.crc32(node_id.encode())]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
+
+
+def replay_hint(node_id: str) -> str:
+    return f"replay with: TEST_SEED={BASE_SEED} pytest '{node_id}'"
+
+
+def pytest_report_header(config):
+    source = "from TEST_SEED" if os.environ.get("TEST_SEED", "").strip() else "default; set TEST_SEED to vary"
+    return f"test seeds: base {BASE_SEED} ({source}), one per test derived from it and the test id"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    # Before any fixture of the test is set up, so unseeded module-scoped
+    # fixtures created for it are reproducible as well.
+    seed = seed_for(item.nodeid)
+    item.user_properties.append(("seed", seed))
+    tf.keras.utils.set_random_seed(seed)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.failed:
+        report.sections.append(
+            ("test seed", f"{replay_hint(item.nodeid)}\n(this test's seed: {seed_for(item.nodeid)})")
+        )
+    return report
+
+
 @pytest.fixture
-def rng(request):
-    """A NumPy generator with a fresh seed per test, printed on failure;
-    `TEST_SEED=<seed> pytest ...` replays one."""
-    seed = int(os.environ.get("TEST_SEED") or int.from_bytes(os.urandom(4), "little"))
-    request.node.user_properties.append(("seed", seed))
-    print(f"numpy seed: {seed}")
-    return np.random.default_rng(seed)
+def test_seed(request) -> int:
+    """This test's seed (an int < 2**32), for code that takes a seed."""
+    return seed_for(request.node.nodeid)
+
+
+@pytest.fixture
+def rng(test_seed):
+    """A NumPy generator seeded with this test's seed."""
+    return np.random.default_rng(test_seed)
+
+
+@pytest.fixture(scope="module")
+def module_rng(request):
+    """A NumPy generator for module-scoped fixtures, seeded from the module's id."""
+    return np.random.default_rng(seed_for(request.node.nodeid))
