@@ -13,35 +13,21 @@ episodes per second. A configuration error is printed as one line (exit 2).
 
 import os
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from absl import app, flags, logging  # noqa: E402
-from tool_flags import define_run_flags, define_thread_flags  # noqa: E402
-
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "gin_configs")
+from absl import app, flags
+from tool_entry import FLAGS, define_run_flags, define_thread_flags, start
 
 define_run_flags()
 flags.DEFINE_integer("episodes", None, "test episodes (default: run_experiment.test_episodes).")
 flags.DEFINE_string("output", None, "results file name inside model_dir (default "
                     "eval_<split>_<way>way_<shot>shot.json).")
 define_thread_flags()
-FLAGS = flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from tf_deepemd.training import launch
-
-    launch.configure_runtime(FLAGS.intra_op_threads, FLAGS.inter_op_threads)
-    import gin
-
+    launch = start(argv, log_level="info")
     from tf_deepemd.training.experiment import run_experiment
-    from tf_deepemd.training.gin_config import parse_config
+    from tf_deepemd.training.run_settings import run_settings
 
-    logging.set_verbosity(logging.INFO)
-    launch.run_or_exit(parse_config, FLAGS.gin_file, FLAGS.gin_bindings, [CONFIG_DIR])
     overrides = {"stages": ("test",)}
     if FLAGS.model_dir:
         overrides["model_dir"] = FLAGS.model_dir
@@ -50,15 +36,8 @@ def main(argv):
     if FLAGS.output:
         overrides["results_file"] = FLAGS.output
     else:
-        def bound(name, default):
-            try:
-                return gin.query_parameter(f"run_experiment.{name}")
-            except ValueError:
-                return default
-
-        overrides["results_file"] = (
-            f"eval_{bound('test_split', 'test')}_{bound('way', 5)}way_{bound('shot', 1)}shot.json"
-        )
+        run = run_settings()
+        overrides["results_file"] = f"eval_{run.test_split}_{run.way}way_{run.shot}shot.json"
     results = launch.run_or_exit(run_experiment, **overrides)
     print(
         f"{results['dataset']} {results['split']} {results['method']} {results['way']}-way "

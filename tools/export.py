@@ -14,15 +14,8 @@ model dir it exports an untrained model for a demo, with a warning.
 A configuration error is printed as one line (exit 2).
 """
 
-import os
-
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from absl import app, flags, logging  # noqa: E402
-from tool_flags import define_run_flags  # noqa: E402
-
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "gin_configs")
+from absl import app, flags
+from tool_entry import FLAGS, define_run_flags, start
 
 define_run_flags(weights_verb="export")
 flags.DEFINE_string("export_dir", None, "TF Serving's model base folder; <export_dir>/<version>/ is written.")
@@ -32,7 +25,6 @@ flags.DEFINE_list("normalization", None, "6 floats mean_r,mean_g,mean_b,std_r,st
                   "units (default: the run dataset's evaluation normalisation).")
 flags.DEFINE_string("model_name", "deepemd", "the served model's name (MODEL_NAME), used in warmup requests.")
 flags.mark_flag_as_required("export_dir")
-FLAGS = flags.FLAGS
 
 
 def parse_normalization(values):
@@ -45,18 +37,11 @@ def parse_normalization(values):
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from tf_deepemd.training import launch
-
-    launch.configure_runtime()
-    from tf_deepemd.export.from_run import export_run
-    from tf_deepemd.training.gin_config import parse_config
-
     # WARNING: keeps the untrained-model warning visible among TF's INFO lines.
-    logging.set_verbosity(logging.WARNING)
-    launch.run_or_exit(parse_config, FLAGS.gin_file, FLAGS.gin_bindings, [CONFIG_DIR])
-    normalization = launch.run_or_exit(parse_normalization, FLAGS.normalization)
+    launch = start(argv, log_level="warning")
+    from tf_deepemd.export.from_run import export_run
+
+    normalization = launch.configure_or_exit(parse_normalization, FLAGS.normalization)
     result, weights = launch.run_or_exit(
         export_run,
         FLAGS.export_dir,

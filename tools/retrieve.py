@@ -17,15 +17,8 @@ Flags override the gin settings ``retrieval.*``. A configuration error is
 printed as one line (exit 2).
 """
 
-import os
-
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from absl import app, flags, logging  # noqa: E402
-from tool_flags import define_run_flags, define_thread_flags  # noqa: E402
-
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "gin_configs")
+from absl import app, flags, logging
+from tool_entry import FLAGS, define_run_flags, define_thread_flags, start
 
 define_run_flags(weights_verb="evaluate")
 flags.DEFINE_string("split", None, "gallery split (retrieval.split; default 'test').")
@@ -39,7 +32,6 @@ flags.DEFINE_float("solver_tolerance", None, "EMD solver tolerance of the re-ran
 flags.DEFINE_string("index_file", None, "gallery index .npz: loaded if it exists (same weights/data), else written.")
 flags.DEFINE_string("output", None, "results JSON (default <model_dir>/retrieval_<dataset>_<split>.json).")
 define_thread_flags()
-FLAGS = flags.FLAGS
 
 
 def settings_from_flags():
@@ -65,18 +57,11 @@ def settings_from_flags():
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from tf_deepemd.training import launch
-
-    launch.configure_runtime(FLAGS.intra_op_threads, FLAGS.inter_op_threads)
+    launch = start(argv, log_level="warning")
     from tf_deepemd.retrieval.evaluate import format_table
     from tf_deepemd.retrieval.from_run import retrieve_run
-    from tf_deepemd.training.gin_config import parse_config
 
-    logging.set_verbosity(logging.WARNING)
-    launch.run_or_exit(parse_config, FLAGS.gin_file, FLAGS.gin_bindings, [CONFIG_DIR])
-    settings = launch.run_or_exit(settings_from_flags)
+    settings = launch.configure_or_exit(settings_from_flags)
     logging.set_verbosity(logging.INFO)
     results, output = launch.run_or_exit(
         retrieve_run, FLAGS.model_dir, weights=FLAGS.weights, index_file=FLAGS.index_file,

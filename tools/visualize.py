@@ -22,16 +22,8 @@ a note in the titles, when the model dir has none). Needs matplotlib
 line (exit 2).
 """
 
-import os
-import sys
-
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from absl import app, flags, logging  # noqa: E402
-from tool_flags import define_run_flags  # noqa: E402
-
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "gin_configs")
+from absl import app, flags
+from tool_entry import FLAGS, define_run_flags, start
 
 define_run_flags(weights_verb="draw with")
 flags.DEFINE_string("output_dir", None, "folder of the PNG files.")
@@ -48,26 +40,17 @@ flags.DEFINE_enum("node_weights", None, ["cross_reference", "uniform"], "matchin
 flags.DEFINE_integer("num_flows", 10, "flow lines drawn in matching.png.")
 flags.DEFINE_list("csv", None, "training logs for accuracy.png (default <model_dir>/<stage>/log.csv).")
 flags.mark_flag_as_required("output_dir")
-FLAGS = flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from tf_deepemd.training import launch
-
-    launch.configure_runtime()
-    from tf_deepemd.training.gin_config import parse_config
+    launch = start(argv, log_level="warning")
     from tf_deepemd.visualization.figures import require_matplotlib
     from tf_deepemd.visualization.from_run import visualize_run
 
-    logging.set_verbosity(logging.WARNING)
-    launch.run_or_exit(parse_config, FLAGS.gin_file, FLAGS.gin_bindings, [CONFIG_DIR])
     try:
         require_matplotlib()  # before any model work
     except ImportError as error:
-        print(f"error: {launch.one_line(error)}", file=sys.stderr, flush=True)
-        sys.exit(2)
+        launch.exit_with_one_line(error)
     written = launch.run_or_exit(
         visualize_run,
         FLAGS.output_dir,

@@ -13,7 +13,8 @@ import tensorflow as tf
 from tf_deepemd.data import load_split
 from tf_deepemd.export import exporter
 from tf_deepemd.export.from_run import export_run
-from tf_deepemd.training import checkpointing, model_config
+from tf_deepemd.run_folder import StageFiles, save_weights_atomically
+from tf_deepemd.training import model_config
 from tf_deepemd.training.gin_config import parse_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -46,8 +47,8 @@ def fake_finished_run(model_dir, seed):
     tf.keras.utils.set_random_seed(seed)
     model = model_config.make_model()
     model.build([(None, 16, 16, 3), (None,), (None, 16, 16, 3)])
-    files = checkpointing.StageFiles(model_dir, "meta_train")
-    checkpointing.save_weights_atomically(model, files.best_weights)
+    files = StageFiles(model_dir, "meta_train")
+    save_weights_atomically(model, files.best_weights)
     files.mark_done({"epochs": 1})
     return model, files.best_weights
 

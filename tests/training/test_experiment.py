@@ -13,6 +13,7 @@ from tensorflow.core.util import event_pb2
 
 from tests.training.tiny_config import configure_tiny
 from tf_deepemd.training.experiment import run_experiment
+from tf_deepemd.visualization import AccuracyPlot
 
 RESULT_FIELDS = ("dataset", "split", "method", "way", "shot", "episodes", "accuracy", "ci95")
 
@@ -27,7 +28,8 @@ def full_run(demo_dir, tmp_path_factory):
     """One uninterrupted tiny run: (model_dir, results)."""
     model_dir = str(tmp_path_factory.mktemp("full_run"))
     configure_tiny(demo_dir)
-    results = run_experiment(model_dir=model_dir)
+    # As tools/train.py: the accuracy plot reaches training as a stage callback.
+    results = run_experiment(model_dir=model_dir, stage_callbacks=lambda files: [AccuracyPlot(files.log_csv)])
     return model_dir, results
 
 

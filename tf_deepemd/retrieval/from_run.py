@@ -1,9 +1,10 @@
 """Retrieval evaluation of a gin-configured training run (``tools/retrieve.py``).
 
 The run's model is rebuilt and its weights loaded exactly as
-``tools/eval.py`` / ``tools/export.py`` do (`tf_deepemd.export.from_run`:
-the gin-bound `make_model`, the best weights of the latest finished stage
-of ``model_dir``); the gallery is ``retrieval.split`` of the run's dataset
+``tools/eval.py`` / ``tools/export.py`` do
+(`tf_deepemd.training.run_settings.restore_run_model`: the gin-bound
+`make_model`, the best weights of the latest finished stage of
+``model_dir``); the gallery is ``retrieval.split`` of the run's dataset
 (``run_experiment.dataset``, ``data_dir``, ``dataset_options``), at the
 run's image size. gin must be parsed before calling `retrieve_run`.
 """
@@ -18,8 +19,8 @@ from typing import Optional
 
 import tensorflow as tf
 
-from tf_deepemd.export.from_run import restore_model, run_settings
 from tf_deepemd.layers.deepemd_head import DeepEMDHead
+from tf_deepemd.models.naming import method_name
 from tf_deepemd.retrieval import galleries
 from tf_deepemd.retrieval.evaluate import RetrievalSettings, evaluate_leave_one_out
 from tf_deepemd.retrieval.index import load_index
@@ -50,6 +51,22 @@ def solver_settings(model):
     return {"solver_tolerance": None, "solver_max_iterations": 100}
 
 
+def saved_index(index_file, expected):
+    """The gallery index saved in ``index_file``, or None; ValueError if made with other settings."""
+    if not index_file or not os.path.isfile(index_file):
+        return None
+    index = load_index(index_file)
+    stale = {key: (index.metadata.get(key), value) for key, value in expected.items()
+             if index.metadata.get(key) != value}
+    if stale:
+        raise ValueError(
+            f"`index_file` {index_file!r} was made with other settings ({stale}, as (file, now)); "
+            "delete it or pass another --index_file."
+        )
+    log.info("retrieval: loaded the gallery index %s (%d images)", index_file, index.size)
+    return index
+
+
 def retrieve_run(
     model_dir: Optional[str] = None,
     *,
@@ -75,39 +92,31 @@ def retrieve_run(
     Raises:
       ValueError: configuration problems, naming the setting.
     """
-    settings = settings or RetrievalSettings()
-    settings.check()
-    run = run_settings(model_dir)
-    if not run.dataset:
-        raise ValueError("No dataset: bind run_experiment.dataset (the run's gin files do).")
-    output = output or default_output(run.model_dir, run.dataset, settings.split)
-    if index_file is not None and not os.fspath(index_file).endswith(".npz"):
-        raise ValueError(f"`index_file` must end with .npz, got {index_file!r}.")
-    if settings.split in galleries.DML_SPLITS and run.dataset == "cub":
-        overlap = galleries.dml_overlap(settings.split)
-        if overlap:
-            log.warning(
-                "The few-shot CUB train split shares %d classes with %s: a model trained on it has "
-                "seen them. The DML protocol needs a model trained on classes 1-100 only.",
-                overlap, settings.split,
-            )
-    split = galleries.load_gallery_split(run.dataset, settings.split, run.data_dir, run.dataset_options)
-    model, weights = restore_model(run, weights)
-    expected = dict(
-        dataset=split.dataset, split=split.split, image_size=[run.image_size] * 2, **_weights_info(weights)
-    )
+    with configuration_checks():
+        settings = settings or RetrievalSettings()
+        settings.check()
+        run = run_settings(model_dir)
+        if not run.dataset:
+            raise ValueError("No dataset: bind run_experiment.dataset (the run's gin files do).")
+        output = output or default_output(run.model_dir, run.dataset, settings.split)
+        if index_file is not None and not os.fspath(index_file).endswith(".npz"):
+            raise ValueError(f"`index_file` must end with .npz, got {index_file!r}.")
+        if settings.split in galleries.DML_SPLITS and run.dataset == "cub":
+            overlap = galleries.dml_overlap(settings.split)
+            if overlap:
+                log.warning(
+                    "The few-shot CUB train split shares %d classes with %s: a model trained on it has "
+                    "seen them. The DML protocol needs a model trained on classes 1-100 only.",
+                    overlap, settings.split,
+                )
+        split = galleries.load_gallery_split(run.dataset, settings.split, run.data_dir, run.dataset_options)
+        model, weights = restore_run_model(run, weights)
+        expected = dict(
+            dataset=split.dataset, split=split.split, image_size=[run.image_size] * 2, **_weights_info(weights)
+        )
+        index = saved_index(index_file, expected)
 
-    index, embed = None, {}
-    if index_file and os.path.isfile(index_file):
-        index = load_index(index_file)
-        stale = {key: (index.metadata.get(key), value) for key, value in expected.items()
-                 if index.metadata.get(key) != value}
-        if stale:
-            raise ValueError(
-                f"`index_file` {index_file!r} was made with other settings ({stale}, as (file, now)); "
-                "delete it or pass another --index_file."
-            )
-        log.info("retrieval: loaded the gallery index %s (%d images)", index_file, index.size)
+    embed = {}
     if index is None:
         tick = time.perf_counter()
         index = galleries.index_split(

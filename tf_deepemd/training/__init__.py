@@ -5,7 +5,10 @@ One concept per module:
 * `experiment`: `run_experiment` (the top level of ``tools/train.py`` and
   ``tools/eval.py``);
 * `model_config`: the gin-bindable `make_model`;
-* `pretrain`, `meta_train`: the two training stages and their settings;
+* `stage`: `run_stage`, the skeleton both training stages share (done
+  check, compile, resume, fit, finish) and their episode validation;
+* `pretrain`, `meta_train`: the two training stages: settings, data and
+  what each compiles and fits;
 * `evaluate`: accuracy over N episodes with the 95 % confidence interval;
 * `checkpointing`: resume after a kill, best-model checkpoints, finished
   stages skipped;
@@ -15,7 +18,13 @@ One concept per module:
 * `objectives`: episode loss/accuracy for ``compile``;
 * `data_source`: the run's shared dataset settings and its pipelines;
 * `run_logs`: CSV, TensorBoard and log lines of a stage;
-* `gin_config`: parsing gin files, bindings and include paths.
+* `gin_config`: parsing gin files, bindings and include paths;
+* `run_settings`: a trained run's settings and model as the tools after
+  training (eval, export, retrieval, figures) rebuild them;
+* `launch`: process setup and error reporting of the command-line tools.
+
+The run's folder (layout, atomic files, best weights) is
+`tf_deepemd.run_folder`, below this package.
 """
 
 from tf_deepemd.training.evaluate import (

@@ -1,6 +1,7 @@
 """Resuming and best-model checkpoints of one training stage.
 
-Each stage (``pretrain``, ``meta_train``) owns ``<model_dir>/<stage>/``:
+Each stage (``pretrain``, ``meta_train``) owns ``<model_dir>/<stage>/``
+(`tf_deepemd.run_folder.StageFiles`):
 
 * ``resume/``: a `tf.train.CheckpointManager` of the training model, its
   optimizer (momentum, accumulators, iteration count) and the number of
@@ -14,108 +15,50 @@ Each stage (``pretrain``, ``meta_train``) owns ``<model_dir>/<stage>/``:
   (kept across a resume, so "best" means best over the whole run).
 * ``done.json``: written when the stage finishes; a finished stage is
   skipped by later runs and its best weights are used instead.
-
-Files are replaced atomically (write, then rename), so a kill never leaves
-a half-written best model or marker behind.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import tempfile
 
 import keras
 import tensorflow as tf
 
+from tf_deepemd.run_folder import save_weights_atomically, write_json_atomically
+
 log = logging.getLogger(__name__)
 
-BEST_WEIGHTS = "best.weights.h5"
 
-
-def write_json_atomically(path, payload):
-    """Writes ``payload`` as JSON to ``path`` via a temporary file + rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(payload, stream, indent=2, sort_keys=True)
-            stream.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-
-
-def read_json(path):
-    with open(path) as stream:
-        return json.load(stream)
-
-
-class StageFiles:
-    """Paths and state of one stage's folder.
+class ResumeState:
+    """The stage's resume checkpoints: model + optimizer + number of finished epochs.
 
     Args:
-      model_dir: the run's folder.
-      stage: stage name (sub-folder).
-      chief: False on non-chief workers of a multi-worker run, which must
-        take part in saving but write to a scratch folder instead.
+      files: the stage's `StageFiles`.
+      model, optimizer: what the stage trains.
+      max_to_keep: checkpoints kept.
     """
 
-    def __init__(self, model_dir, stage, chief=True):
-        self.stage = stage
-        self.chief = chief
-        self.dir = os.path.join(model_dir, stage)
-        if not chief:
-            self.dir = os.path.join(model_dir, "worker_scratch", f"{stage}-{os.getpid()}")
-        self.resume_dir = os.path.join(self.dir, "resume")
-        self.best_weights = os.path.join(self.dir, BEST_WEIGHTS)
-        self.best_info = os.path.join(self.dir, "best.json")
-        self.done_marker = os.path.join(self.dir, "done.json")
+    def __init__(self, files, model, optimizer, max_to_keep=2):
+        self.stage = files.stage
+        self.epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epochs_done=self.epochs_done)
+        self.manager = tf.train.CheckpointManager(checkpoint, files.resume_dir, max_to_keep=max_to_keep)
 
-    def is_done(self):
-        return os.path.isfile(self.done_marker)
-
-    def done_info(self):
-        return read_json(self.done_marker)
-
-    def mark_done(self, info):
-        write_json_atomically(self.done_marker, info)
-
-    def best(self):
-        """``{'epoch', 'monitor', 'value'}`` of the best epoch so far, or None."""
-        return read_json(self.best_info) if os.path.isfile(self.best_info) else None
-
-    def resume_manager(self, model, optimizer, max_to_keep=2):
-        """`(CheckpointManager, epoch variable)` over model + optimizer + epochs done."""
-        epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
-        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epochs_done=epoch)
-        manager = tf.train.CheckpointManager(checkpoint, self.resume_dir, max_to_keep=max_to_keep)
-        return manager, epoch
-
-    def restore(self, manager, epoch):
-        """Restores the latest resume checkpoint if any; returns the epochs already done."""
-        if manager.latest_checkpoint is None:
+    def restore(self):
+        """Restores the latest checkpoint if any; returns the epochs already done."""
+        if self.manager.latest_checkpoint is None:
             return 0
         # Everything in the checkpoint must find its variable: a mismatch
         # means the configuration changed under an existing model_dir.
-        manager.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        done = int(epoch.numpy())
-        log.info("%s: resuming from %s after %d epoch(s)", self.stage, manager.latest_checkpoint, done)
+        self.manager.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+        done = int(self.epochs_done.numpy())
+        log.info("%s: resuming from %s after %d epoch(s)", self.stage, self.manager.latest_checkpoint, done)
         return done
 
-
-def save_weights_atomically(model, path):
-    """``model.save_weights(path)`` through a temporary file + rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    temporary = os.path.join(folder, f".tmp-{os.getpid()}.weights.h5")
-    model.save_weights(temporary)
-    os.replace(temporary, path)
+    def save(self, epochs_done):
+        self.epochs_done.assign(epochs_done)
+        self.manager.save(checkpoint_number=epochs_done)
 
 
 class ResumeCheckpoint(keras.callbacks.Callback):
@@ -125,14 +68,12 @@ class ResumeCheckpoint(keras.callbacks.Callback):
     model, so that a resumed run never skips their work for an epoch.
     """
 
-    def __init__(self, manager, epoch_variable):
+    def __init__(self, state):
         super().__init__()
-        self.manager = manager
-        self.epoch_variable = epoch_variable
+        self.state = state
 
     def on_epoch_end(self, epoch, logs=None):
-        self.epoch_variable.assign(epoch + 1)
-        self.manager.save(checkpoint_number=epoch + 1)
+        self.state.save(epoch + 1)
 
 
 class BestCheckpoint(keras.callbacks.Callback):
@@ -141,7 +82,9 @@ class BestCheckpoint(keras.callbacks.Callback):
     Unlike `keras.callbacks.ModelCheckpoint`, the saved model need not be
     the one being fitted (pre-training fits a classifier but keeps the
     episode model sharing its backbone), and the best score so far is
-    stored beside the weights, so a resumed run compares against it.
+    stored beside the weights, so a resumed run compares against it. The
+    score is read once, at the start: every worker of a multi-worker run
+    then takes the same decisions from the same scores.
 
     Args:
       weights_model: the model whose weights are saved.
@@ -154,6 +97,8 @@ class BestCheckpoint(keras.callbacks.Callback):
         self.weights_model = weights_model
         self.files = files
         self.monitor = monitor
+        best = files.best()
+        self.best_value = None if best is None else best["value"]
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
@@ -163,9 +108,9 @@ class BestCheckpoint(keras.callbacks.Callback):
                 f"{sorted(logs or {})}); put the validation callback before it."
             )
         value = float(value)
-        best = self.files.best()
-        if best is not None and not (value > best["value"] or math.isnan(best["value"])):
+        if self.best_value is not None and not (value > self.best_value or math.isnan(self.best_value)):
             return
+        self.best_value = value
         save_weights_atomically(self.weights_model, self.files.best_weights)
         write_json_atomically(
             self.files.best_info, {"epoch": int(epoch), "monitor": self.monitor, "value": value}
@@ -173,7 +118,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         log.info("%s: new best %s = %.4f at epoch %d", self.files.stage, self.monitor, value, epoch + 1)
 
 
-def finish_stage(stage, model, files, epochs):
+def finish_stage(model, files, epochs):
     """Loads the stage's best weights into `model`, marks the stage done.
 
     Returns the stage summary ``{'epochs', 'best_epoch', 'best_val_accuracy'
@@ -181,7 +126,7 @@ def finish_stage(stage, model, files, epochs):
     """
     best = files.best()
     if best is None:
-        raise RuntimeError(f"{stage}: finished without a best checkpoint in {files.dir}.")
+        raise RuntimeError(f"{files.stage}: finished without a best checkpoint in {files.dir}.")
     model.load_weights(files.best_weights)
     info = {
         "epochs": epochs,
@@ -190,5 +135,6 @@ def finish_stage(stage, model, files, epochs):
         "weights": files.best_weights,
     }
     files.mark_done(info)
-    log.info("%s: done; best val accuracy %.2f %% at epoch %d", stage, info["best_val_accuracy"], info["best_epoch"])
+    log.info("%s: done; best val accuracy %.2f %% at epoch %d", files.stage, info["best_val_accuracy"],
+             info["best_epoch"])
     return info

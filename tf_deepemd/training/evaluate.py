@@ -82,6 +82,11 @@ class EpisodeEvaluator:
 
         self._correct_fraction = correct_fraction
 
+    def accuracies(self, episodes):
+        """Yields the accuracy (in %) of each episode of ``episodes`` (as `__call__`'s)."""
+        for inputs, query_labels in episodes:
+            yield 100.0 * float(self._correct_fraction(inputs, query_labels))
+
     def __call__(self, episodes, num_episodes: Optional[int] = None, log_every=0):
         """Evaluates (inference mode) and returns an `EpisodeAccuracy`.
 
@@ -99,8 +104,8 @@ class EpisodeEvaluator:
         accuracies = []
         start = time.perf_counter()
         warm = None  # after the first episode, which includes tracing
-        for inputs, query_labels in episodes:
-            accuracies.append(100.0 * float(self._correct_fraction(inputs, query_labels)))
+        for accuracy in self.accuracies(episodes):
+            accuracies.append(accuracy)
             if warm is None:
                 warm = time.perf_counter()
             if log_every and len(accuracies) % log_every == 0:

@@ -2,11 +2,11 @@
 
 `run_experiment` is what ``tools/train.py`` and ``tools/eval.py`` call
 after parsing gin. A run is pre-training -> meta-training -> test
-(METHOD.md 6), each stage in its own folder of ``model_dir`` (see
-`checkpointing`). Everything is checked and every data pipeline is built
-BEFORE any training, so a bad configuration (unknown dataset or method,
-missing data_dir, a way or shot + query larger than the data allows) fails
-in seconds with one clear ValueError.
+(METHOD.md 6), each stage in its own folder of ``model_dir``
+(`tf_deepemd.run_folder`). Everything is checked and every data pipeline
+is built BEFORE any training (`prepare_run`), so a bad configuration
+(unknown dataset or method, missing data_dir, a way or shot + query larger
+than the data allows) fails in seconds with one clear ValueError.
 
 gin binds this function, the stage settings (``pretrain.*``,
 ``meta_train.*``), `make_model` and `make_optimizer`; the Keras layers keep
@@ -15,40 +15,157 @@ plain constructor arguments.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import os
 import platform
+import shutil
+import tempfile
 import time
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import gin
 import keras
 import tensorflow as tf
 
+from tf_deepemd import run_folder
 from tf_deepemd.models.naming import method_name
-from tf_deepemd.training import checkpointing, meta_train, pretrain
+from tf_deepemd.run_folder import META_TRAIN, PRETRAIN, STAGES, TEST, StageFiles
+from tf_deepemd.training import meta_train, pretrain
 from tf_deepemd.training.data_source import DataSource
 from tf_deepemd.training.evaluate import EpisodeEvaluator
+from tf_deepemd.training.launch import configuration_checks
 from tf_deepemd.training.model_config import make_model
-from tf_deepemd.training.strategy import is_chief, make_strategy
+from tf_deepemd.training.stage import run_stage
+from tf_deepemd.training.strategy import make_strategy, writes_run_folder
 
 log = logging.getLogger(__name__)
 
-STAGES = ("pretrain", "meta_train", "test")
+
+@dataclasses.dataclass
+class PreparedRun:
+    """A checked run with every pipeline and the model built, before any training.
+
+    Attributes:
+      model_dir: the run's folder.
+      root: where this worker writes: ``model_dir``, or a scratch folder
+        of its own on a non-chief worker of a multi-worker run.
+      strategy: the `tf.distribute.Strategy`; the model lives in it.
+      model: the built episode model.
+      data_source: the run's `DataSource`.
+      pretrain, meta_train: ``(settings, data)`` of the stages to train,
+        else None.
+      test_episodes: the test stage's episodes, else None.
+      test_weights: weights to test when no stage trains in this run.
+    """
+
+    model_dir: str
+    root: str
+    strategy: tf.distribute.Strategy
+    model: keras.Model
+    data_source: DataSource
+    pretrain: Optional[tuple] = None
+    meta_train: Optional[tuple] = None
+    test_episodes: Optional[tf.data.Dataset] = None
+    test_weights: Optional[str] = None
+
+    @property
+    def writer(self):
+        return self.root == self.model_dir
 
 
-def trained_weights(model_dir):
-    """Best weights of the latest finished training stage in ``model_dir``, or None."""
-    for stage in ("meta_train", "pretrain"):
-        files = checkpointing.StageFiles(model_dir, stage)
-        if files.is_done() and os.path.isfile(files.best_weights):
-            return files.best_weights
-    return None
+def check_arguments(model_dir, dataset, stages, positive, files):
+    """ValueError naming the `run_experiment` argument that cannot work."""
+    if not model_dir:
+        raise ValueError("No model_dir: pass --model_dir or bind run_experiment.model_dir.")
+    if not dataset:
+        raise ValueError("No dataset: bind run_experiment.dataset (e.g. 'mini_imagenet').")
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown or not stages or list(stages) != sorted(stages, key=STAGES.index):
+        raise ValueError(f"run_experiment.stages must be a non-empty ordered subset of {STAGES}, got {stages}.")
+    for name, value in positive.items():
+        if int(value) < 1:
+            raise ValueError(f"run_experiment.{name} must be >= 1, got {value}.")
+    for name, path in files.items():
+        if path and not os.path.isfile(path):
+            raise ValueError(f"run_experiment.{name}: no such file {path!r}.")
 
 
-def check_positive(name, value):
-    if int(value) < 1:
-        raise ValueError(f"run_experiment.{name} must be >= 1, got {value}.")
+def prepare_run(model_dir, data_source, stages, way, shot, query, test_split, test_episodes,
+                init_weights, test_weights, strategy):
+    """Checks the stage settings and builds every pipeline and the model (`PreparedRun`).
+
+    Raises:
+      ValueError: a bad configuration (this is where a wrong data_dir, way
+        or shot fails), before anything is written.
+    """
+    data_source.check()
+    strategy = make_strategy(strategy)
+    pretrain_settings, meta_settings = pretrain.PretrainSettings(), meta_train.MetaTrainSettings()
+    pretrain_settings.check()
+    meta_settings.check(strategy.num_replicas_in_sync)
+    run = PreparedRun(model_dir, model_dir, strategy, None, data_source)
+    if PRETRAIN in stages and pretrain_settings.epochs > 0:
+        run.pretrain = pretrain_settings, pretrain.build_data(pretrain_settings, data_source)
+    if META_TRAIN in stages and meta_settings.epochs > 0:
+        run.meta_train = meta_settings, meta_train.build_data(meta_settings, data_source, way, shot)
+    if TEST in stages:
+        run.test_episodes = data_source.episodes(test_split, way, shot, query, test_episodes, seed_offset=4)
+        run.test_weights = test_weights
+        if not (test_weights or run.pretrain or run.meta_train):
+            run.test_weights = run_folder.trained_weights(model_dir) or init_weights
+            if run.test_weights is None:
+                raise ValueError(
+                    f"Nothing to test: {model_dir} has no finished training stage; train first or "
+                    "bind run_experiment.test_weights."
+                )
+    with strategy.scope():
+        run.model = run_folder.new_episode_model(make_model, data_source.image_size, data_source.seed)
+    return run
+
+
+def train_stages(run, init_weights, verbose, callbacks, stage_callbacks):
+    """Runs the run's training stages in order; returns their summaries by stage."""
+    train = functools.partial(run_stage, episode_model=run.model, strategy=run.strategy, verbose=verbose,
+                              callbacks=callbacks, stage_callbacks=stage_callbacks)
+    summary = {}
+    if run.pretrain:
+        settings, data = run.pretrain
+        summary[PRETRAIN] = train(
+            StageFiles(run.root, PRETRAIN), epochs=settings.epochs, val_episodes=data.val_episodes,
+            compile_fit=functools.partial(pretrain.compile_fit, settings, data, run.model, run.strategy),
+        )
+        write_operative_config(run)
+    if run.meta_train:
+        settings, data = run.meta_train
+        start_weights = init_weights or summary.get(PRETRAIN, {}).get("weights")
+        summary[META_TRAIN] = train(
+            StageFiles(run.root, META_TRAIN), epochs=settings.epochs, val_episodes=data.val_episodes,
+            compile_fit=functools.partial(
+                meta_train.compile_fit, settings, data, run.model, run.strategy, start_weights),
+        )
+        write_operative_config(run)
+    return summary
+
+
+def test_model(run, weights, test_episodes):
+    """The test stage: accuracy of ``weights`` on the test episodes (`EpisodeAccuracy`)."""
+    run.model.load_weights(weights)
+    log.info("test: %d episodes with %s", test_episodes, weights)
+    scores = EpisodeEvaluator(run.model)(run.test_episodes, log_every=max(1, min(500, test_episodes // 10)))
+    log.info(
+        "test: accuracy %.2f +- %.2f %% over %d episodes, %.2f episodes/s",
+        scores.accuracy, scores.ci95, scores.episodes, scores.episodes_per_second,
+    )
+    return scores
+
+
+def write_operative_config(run):
+    """``model_dir/operative_config.gin``: the gin values the run actually used."""
+    if run.writer:
+        with open(os.path.join(run.model_dir, "operative_config.gin"), "w") as stream:
+            stream.write(gin.operative_config_str())
 
 
 @gin.configurable
@@ -71,6 +188,7 @@ def run_experiment(
     results_file: str = "results.json",
     verbose: int = 1,
     callbacks: Sequence[keras.callbacks.Callback] = (),
+    stage_callbacks: Callable[[StageFiles], Sequence[keras.callbacks.Callback]] = lambda files: (),
 ):
     """Runs the configured stages and writes ``model_dir/results.json``.
 
@@ -93,6 +211,9 @@ def run_experiment(
       results_file: name of the results JSON inside ``model_dir``.
       verbose: Keras progress output (1 bars, 2 one line per epoch).
       callbacks: extra Keras callbacks for the training stages.
+      stage_callbacks: ``StageFiles -> callbacks`` run at the end of each
+        training epoch after the stage's logs are written (the tools pass
+        the accuracy plot, `tf_deepemd.visualization.AccuracyPlot`).
 
     Returns:
       The results dict written to the JSON file (``dataset, split, method,
@@ -100,118 +221,50 @@ def run_experiment(
       and per-stage summaries); without a ``'test'`` stage, only the latter.
 
     Raises:
-      ValueError: a bad configuration, before any heavy work.
+      ConfigurationError: (a ValueError) a bad configuration, before any
+        heavy work or any file is written.
     """
     start = time.perf_counter()
-    if not model_dir:
-        raise ValueError("No model_dir: pass --model_dir or bind run_experiment.model_dir.")
-    if not dataset:
-        raise ValueError("No dataset: bind run_experiment.dataset (e.g. 'mini_imagenet').")
     stages = tuple(stages)
-    unknown = [s for s in stages if s not in STAGES]
-    if unknown or not stages or list(stages) != sorted(stages, key=STAGES.index):
-        raise ValueError(f"run_experiment.stages must be a non-empty ordered subset of {STAGES}, got {stages}.")
-    for name, value in (("image_size", image_size), ("way", way), ("shot", shot), ("query", query),
-                        ("test_episodes", test_episodes)):
-        check_positive(name, value)
-    for name, path in (("init_weights", init_weights), ("test_weights", test_weights)):
-        if path and not os.path.isfile(path):
-            raise ValueError(f"run_experiment.{name}: no such file {path!r}.")
-
-    data_source = DataSource(dataset, data_dir, int(image_size), dict(dataset_options or {}), int(seed))
-    data_source.check()
-    strategy_object = make_strategy(strategy)
-    replicas = strategy_object.num_replicas_in_sync
-    pretrain_settings = pretrain.PretrainSettings()
-    meta_settings = meta_train.MetaTrainSettings()
-    pretrain_settings.check()
-    meta_settings.check(replicas)
-
-    # Every pipeline now: this is where a wrong data_dir, way or shot fails.
-    run_pretrain = "pretrain" in stages and pretrain_settings.epochs > 0
-    run_meta = "meta_train" in stages and meta_settings.epochs > 0
-    pretrain_data = pretrain.build_data(pretrain_settings, data_source) if run_pretrain else None
-    meta_data = meta_train.build_data(meta_settings, data_source, way, shot) if run_meta else None
-    test_data = None
-    if "test" in stages:
-        test_data = data_source.episodes(test_split, way, shot, query, test_episodes, seed_offset=4)
-
-    keras.utils.set_random_seed(int(seed))
-    with strategy_object.scope():
-        model = make_model()
-        model.build([(None, image_size, image_size, 3), (None,), (None, image_size, image_size, 3)])
-
-    chief = is_chief(strategy_object)
-    if chief:
-        os.makedirs(model_dir, exist_ok=True)
-        with open(os.path.join(model_dir, "config.gin"), "w") as stream:
-            stream.write(gin.config_str())
+    with configuration_checks():
+        check_arguments(
+            model_dir, dataset, stages,
+            positive=dict(image_size=image_size, way=way, shot=shot, query=query, test_episodes=test_episodes),
+            files=dict(init_weights=init_weights, test_weights=test_weights),
+        )
+        data_source = DataSource(dataset, data_dir, int(image_size), dict(dataset_options or {}), int(seed))
+        run = prepare_run(model_dir, data_source, stages, way, shot, query, test_split, test_episodes,
+                          init_weights, test_weights, strategy)
+    replicas = run.strategy.num_replicas_in_sync
+    if not writes_run_folder(run.strategy):
+        run.root = tempfile.mkdtemp(prefix="tf_deepemd_worker_")
     log.info(
         "run %s: %s, %s, %d-way %d-shot, %d px, stages %s, %d replica(s)",
-        model_dir, dataset, method_name(model), way, shot, image_size, ", ".join(stages), replicas,
+        model_dir, dataset, method_name(run.model), way, shot, image_size, ", ".join(stages), replicas,
     )
-
-    summary = {}
-    if run_pretrain:
-        summary["pretrain"] = pretrain.run_pretraining(
-            pretrain_settings, pretrain_data, model,
-            checkpointing.StageFiles(model_dir, pretrain.STAGE, chief), strategy_object,
-            verbose=verbose, callbacks=callbacks,
-        )
-        write_operative_config(model_dir, chief)
-    if run_meta:
-        start_weights = init_weights
-        if start_weights is None and run_pretrain:
-            start_weights = summary["pretrain"]["weights"]
-        summary["meta_train"] = meta_train.run_meta_training(
-            meta_settings, meta_data, model,
-            checkpointing.StageFiles(model_dir, meta_train.STAGE, chief), strategy_object,
-            verbose=verbose, callbacks=callbacks, init_weights=start_weights,
-        )
-        write_operative_config(model_dir, chief)
-
-    results = {"model_dir": model_dir, "stages": summary}
-    if test_data is not None:
-        weights = test_weights or trained_weights(model_dir) or init_weights
-        if weights is None:
-            raise ValueError(
-                f"Nothing to test: {model_dir} has no finished training stage; train first or bind "
-                "run_experiment.test_weights."
+    try:
+        if run.writer:
+            os.makedirs(model_dir, exist_ok=True)
+            with open(os.path.join(model_dir, "config.gin"), "w") as stream:
+                stream.write(gin.config_str())
+        results = {"model_dir": model_dir,
+                   "stages": train_stages(run, init_weights, verbose, callbacks, stage_callbacks)}
+        if run.test_episodes is not None:
+            trained = [summary["weights"] for summary in results["stages"].values()]
+            weights = run.test_weights or (trained[-1] if trained else None)
+            scores = test_model(run, weights, test_episodes)
+            results.update(
+                dataset=dataset, split=test_split, method=method_name(run.model), way=int(way),
+                shot=int(shot), query=int(query), image_size=int(image_size),
+                backbone=type(run.model.backbone).__name__, weights=weights, seed=int(seed),
+                **scores.summary(),
             )
-        model.load_weights(weights)
-        log.info("test: %d %s episodes (%d-way %d-shot) with %s", test_episodes, test_split, way, shot, weights)
-        scores = EpisodeEvaluator(model)(test_data, log_every=max(1, min(500, test_episodes // 10)))
-        log.info(
-            "test: accuracy %.2f +- %.2f %% over %d episodes, %.2f episodes/s",
-            scores.accuracy, scores.ci95, scores.episodes, scores.episodes_per_second,
-        )
-        results.update(
-            dataset=dataset,
-            split=test_split,
-            method=method_name(model),
-            way=int(way),
-            shot=int(shot),
-            query=int(query),
-            image_size=int(image_size),
-            backbone=type(model.backbone).__name__,
-            weights=weights,
-            seed=int(seed),
-            **scores.summary(),
-        )
-    results.update(
-        total_seconds=round(time.perf_counter() - start, 1),
-        replicas=replicas,
-        tensorflow=tf.__version__,
-        host=platform.node(),
-    )
-    if chief:
-        checkpointing.write_json_atomically(os.path.join(model_dir, results_file), results)
-        write_operative_config(model_dir, chief)
-    return results
-
-
-def write_operative_config(model_dir, chief=True):
-    """``model_dir/operative_config.gin``: the gin values the run actually used."""
-    if chief:
-        with open(os.path.join(model_dir, "operative_config.gin"), "w") as stream:
-            stream.write(gin.operative_config_str())
+        results.update(total_seconds=round(time.perf_counter() - start, 1), replicas=replicas,
+                       tensorflow=tf.__version__, host=platform.node())
+        if run.writer:
+            run_folder.write_json_atomically(os.path.join(model_dir, results_file), results)
+            write_operative_config(run)
+        return results
+    finally:
+        if not run.writer:
+            shutil.rmtree(run.root, ignore_errors=True)

@@ -1,12 +1,20 @@
-"""Process setup shared by the command-line tools.
+"""Process setup and error reporting shared by the command-line tools.
 
 TensorFlow's thread pools and logical devices can only be configured
 before its first operation, so the tools call `configure_runtime` first
 thing; importing `tf_deepemd` runs no operation.
+
+A configuration error (a setting that cannot work, found before the work
+starts) is printed as one line with exit code 2; any other error keeps its
+traceback. The library marks its checking phases with
+`configuration_checks`; the tools call their steps through `run_or_exit`
+(`configure_or_exit` for steps that only read configuration).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import sys
@@ -15,8 +23,27 @@ import tensorflow as tf
 
 from tf_deepemd.training.strategy import split_logical_cpus
 
-# What a configuration mistake raises; the tools print it as one line.
-CONFIGURATION_ERRORS = (ValueError, OSError)
+
+class ConfigurationError(ValueError):
+    """A setting that cannot work, found before the work started.
+
+    ``error_type``: the name of the error it stands for (printed by `one_line`).
+    """
+
+    def __init__(self, message, error_type="ValueError"):
+        super().__init__(message)
+        self.error_type = error_type
+
+
+@contextlib.contextmanager
+def configuration_checks():
+    """Re-raises a ValueError or OSError from inside as `ConfigurationError` (same message, chained)."""
+    try:
+        yield
+    except ConfigurationError:
+        raise
+    except (ValueError, OSError) as error:
+        raise ConfigurationError(str(error), type(error).__name__) from error
 
 
 def configure_runtime(intra_op_threads=0, inter_op_threads=0, cpu_devices=1):
@@ -29,23 +56,47 @@ def configure_runtime(intra_op_threads=0, inter_op_threads=0, cpu_devices=1):
 
 
 def one_line(error):
-    """``'ErrorType: message'`` on a single line."""
+    """``'ErrorType: message'`` on a single line (a configuration error under its cause's type)."""
     message = " ".join(str(error).split())
     if isinstance(error, KeyError) and message.startswith("'") and message.endswith("'"):
         message = message[1:-1]
-    return f"{type(error).__name__}: {message}"
+    # getattr, not isinstance: gin re-raises errors as proxies of their type.
+    return f"{getattr(error, 'error_type', type(error).__name__)}: {message}"
+
+
+def exit_with_one_line(error):
+    """Prints ``error: <one line>`` to stderr and exits with code 2."""
+    logging.getLogger(__name__).debug("configuration error", exc_info=error)
+    print(f"error: {one_line(error)}", file=sys.stderr, flush=True)
+    sys.exit(2)
 
 
 def run_or_exit(function, *args, **kwargs):
-    """Calls ``function``; a configuration error is printed as one line, exit code 2."""
+    """Calls ``function``; a `ConfigurationError` is printed as one line (exit 2).
+
+    Any other error propagates with its traceback. ``TF_DEEPEMD_TRACEBACK=1``
+    shows the traceback of configuration errors too.
+    """
     try:
         return function(*args, **kwargs)
-    except CONFIGURATION_ERRORS as error:
+    except ConfigurationError as error:
         if os.environ.get("TF_DEEPEMD_TRACEBACK"):
             raise
-        logging.getLogger(__name__).debug("configuration error", exc_info=True)
-        print(f"error: {one_line(error)}", file=sys.stderr, flush=True)
-        sys.exit(2)
+        exit_with_one_line(error)
+
+
+def configure_or_exit(function, *args, **kwargs):
+    """`run_or_exit` for a step that only reads configuration (gin files, flags).
+
+    Every ValueError or OSError it raises is a configuration error.
+    """
+
+    @functools.wraps(function)
+    def checked(*args, **kwargs):
+        with configuration_checks():
+            return function(*args, **kwargs)
+
+    return run_or_exit(checked, *args, **kwargs)
 
 
 def keras_verbosity(flag_value):

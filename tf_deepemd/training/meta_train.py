@@ -20,17 +20,13 @@ import logging
 from typing import Optional
 
 import gin
-import keras
-import tensorflow as tf
 
-from tf_deepemd.training import checkpointing, run_logs
+from tf_deepemd.run_folder import META_TRAIN as STAGE
 from tf_deepemd.training.objectives import episode_accuracy, episode_cross_entropy
 from tf_deepemd.training.optimizers import make_optimizer, step_decay
+from tf_deepemd.training.stage import StageFit
 
 log = logging.getLogger(__name__)
-
-STAGE = "meta_train"
-MONITOR = "val_episode_accuracy"
 
 
 @gin.configurable("meta_train")
@@ -106,50 +102,14 @@ def build_data(settings, data_source, way, shot):
     return MetaTrainData(episodes, val_episodes)
 
 
-def build_compiled_state(model, episodes):
-    """Builds the compiled loss and metrics from one local batch-of-one episode.
+def compile_fit(settings, data, model, strategy, init_weights, fresh_start):
+    """The stage's `StageFit`: the episode model compiled with the episode loss.
 
-    Keras' ``fit`` builds them from the first element of the DISTRIBUTED
-    dataset, whose per-replica values carry no dtype, so every input
-    becomes float32 there, and `DeepEMD` (rightly) rejects float support
-    labels. Building them first from a local element makes ``fit`` skip
-    that step. Uses Keras' ``_symbolic_build(data_batch=...)`` (Keras 3).
+    On a fresh start the model first loads ``init_weights`` (the
+    pre-training result), if any; a resumed run restores its checkpoint
+    instead.
     """
-    symbolic_build = getattr(model, "_symbolic_build", None)
-    if symbolic_build is None:
-        return
-    (inputs, labels), = episodes.batch(1).take(1)
-    symbolic_build(data_batch=(inputs, labels))
-
-
-def run_meta_training(
-    settings, data, model, files, strategy, verbose=1, callbacks=(), init_weights=None
-):
-    """Runs (or resumes, or skips when done) meta-training.
-
-    Args:
-      settings: `MetaTrainSettings`.
-      data: `MetaTrainData`.
-      model: the built episode model (created under ``strategy.scope()``).
-      files: the stage's `checkpointing.StageFiles`.
-      strategy: the `tf.distribute.Strategy`.
-      verbose: Keras ``fit`` verbosity.
-      callbacks: extra Keras callbacks.
-      init_weights: weights to start from on a fresh start (the
-        pre-training result); ignored when resuming.
-
-    Returns:
-      ``dict`` summary; the model holds the best weights afterwards.
-    """
-    if files.is_done():
-        info = files.done_info()
-        log.info("%s: already done (best epoch %s); loading %s", STAGE, info.get("best_epoch"), files.best_weights)
-        model.load_weights(files.best_weights)
-        return info
-
     replicas = strategy.num_replicas_in_sync
-    settings.check(replicas)
-    fresh_start = tf.train.latest_checkpoint(files.resume_dir) is None
     if fresh_start and init_weights:
         # Before compiling: the file holds no optimizer state to match.
         log.info("%s: starting from %s", STAGE, init_weights)
@@ -160,42 +120,20 @@ def run_meta_training(
             gradient_accumulation_steps=settings.episodes_per_update // replicas,
         )
         optimizer.build(model.trainable_variables)
-        model.compile(
-            optimizer=optimizer,
-            loss=episode_cross_entropy,
-            metrics=[episode_accuracy],
-        )
-    manager, epochs_done = files.resume_manager(model, optimizer)
-    initial_epoch = files.restore(manager, epochs_done)
+        model.compile(optimizer=optimizer, loss=episode_cross_entropy, metrics=[episode_accuracy])
 
-    if initial_epoch < settings.epochs:
-        steps_per_epoch = settings.episodes_per_epoch // replicas
-        log.info(
-            "%s: epochs %d..%d of %d, %d episodes each on %d replica(s), %d per update",
-            STAGE, initial_epoch + 1, settings.epochs, settings.epochs,
-            settings.episodes_per_epoch, replicas, settings.episodes_per_update,
-        )
+    def batches(epoch):
         # Episode i of the run is a pure function of (seed, i): skipping the
         # episodes of finished epochs resumes exactly where the run stopped.
-        episodes = data.episodes.skip(initial_epoch * settings.episodes_per_epoch)
-        episodes = episodes.batch(replicas, drop_remainder=True)
-        schedule = step_decay(settings.learning_rate, settings.lr_step_epochs, settings.lr_gamma)
-        if replicas > 1:
-            build_compiled_state(model, data.val_episodes)
-        model.fit(
-            episodes,
-            epochs=settings.epochs,
-            initial_epoch=initial_epoch,
-            steps_per_epoch=steps_per_epoch,
-            validation_data=data.val_episodes.batch(replicas, drop_remainder=True),
-            shuffle=False,
-            verbose=verbose,
-            callbacks=[
-                keras.callbacks.LearningRateScheduler(schedule),
-                checkpointing.BestCheckpoint(model, files, MONITOR),
-                *run_logs.logging_callbacks(files.dir, STAGE, settings.epochs),
-                checkpointing.ResumeCheckpoint(manager, epochs_done),
-                *callbacks,
-            ],
-        )
-    return checkpointing.finish_stage(STAGE, model, files, settings.epochs)
+        episodes = data.episodes.skip(epoch * settings.episodes_per_epoch)
+        return episodes.batch(replicas, drop_remainder=True)
+
+    return StageFit(
+        model=model,
+        optimizer=optimizer,
+        batches=batches,
+        steps_per_epoch=settings.episodes_per_epoch // replicas,
+        schedule=step_decay(settings.learning_rate, settings.lr_step_epochs, settings.lr_gamma),
+        description=(f"{settings.episodes_per_epoch} episodes each on {replicas} replica(s), "
+                     f"{settings.episodes_per_update} per update"),
+    )

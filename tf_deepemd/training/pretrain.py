@@ -12,21 +12,14 @@ layer is discarded afterwards.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from typing import Optional
 
 import gin
 import keras
 
 from tf_deepemd.models import make_pretrain_model
-from tf_deepemd.training import checkpointing, run_logs
-from tf_deepemd.training.evaluate import EpisodeEvaluator
 from tf_deepemd.training.optimizers import make_optimizer, step_decay
-
-log = logging.getLogger(__name__)
-
-STAGE = "pretrain"
-MONITOR = "val_episode_accuracy"
+from tf_deepemd.training.stage import StageFit
 
 
 @gin.configurable("pretrain")
@@ -67,33 +60,6 @@ class PretrainSettings:
             raise ValueError(f"pretrain.steps_per_epoch must be >= 1 or None, got {self.steps_per_epoch}.")
 
 
-class EpisodeValidation(keras.callbacks.Callback):
-    """Adds the few-shot accuracy of ``episode_model`` on fixed episodes to the epoch logs.
-
-    Args:
-      episode_model: the episode model (sharing the trained backbone).
-      episodes: a finite dataset of unbatched episodes; the same episodes
-        are evaluated after every epoch.
-      key: name of the log entry (accuracy as a fraction, like Keras' own).
-    """
-
-    def __init__(self, episode_model, episodes, key=MONITOR):
-        super().__init__()
-        self.evaluator = EpisodeEvaluator(episode_model)
-        self.episodes = episodes
-        self.key = key
-
-    def on_epoch_end(self, epoch, logs=None):
-        result = self.evaluator(self.episodes)
-        if logs is not None:
-            logs[self.key] = result.accuracy / 100.0
-            logs[self.key + "_ci95"] = result.ci95 / 100.0
-        log.info(
-            "%s: validation %.2f +- %.2f %% over %d episodes (%.1f episodes/s)",
-            STAGE, result.accuracy, result.ci95, result.episodes, result.episodes_per_second,
-        )
-
-
 @dataclasses.dataclass
 class PretrainData:
     """The pipelines of the stage (built early so bad settings fail early)."""
@@ -112,32 +78,14 @@ def build_data(settings, data_source):
     return PretrainData(batches, val_episodes)
 
 
-def run_pretraining(
-    settings, data, episode_model, files, strategy, verbose=1, callbacks=()
-):
-    """Runs (or resumes, or skips when done) pre-training.
+def compile_fit(settings, data, episode_model, strategy, fresh_start):
+    """The stage's `StageFit`: a classifier over the episode model's backbone, compiled.
 
-    Args:
-      settings: `PretrainSettings`.
-      data: `PretrainData`.
-      episode_model: the built episode model (its backbone is trained;
-        created under ``strategy.scope()``).
-      files: the stage's `checkpointing.StageFiles`.
-      strategy: the `tf.distribute.Strategy` the model lives in.
-      verbose: Keras ``fit`` verbosity.
-      callbacks: extra Keras callbacks (e.g. tests that interrupt a run).
-
-    Returns:
-      ``dict`` summary: best epoch/accuracy, epochs run, weights path.
-      The episode model holds the best weights afterwards.
+    The classifier trains the backbone the episode model shares; its
+    linear layer is discarded when the stage ends. ``fresh_start`` changes
+    nothing: the backbone starts from its initialisation.
     """
-    if files.is_done():
-        info = files.done_info()
-        log.info("%s: already done (best epoch %s); loading %s", STAGE, info.get("best_epoch"), files.best_weights)
-        episode_model.load_weights(files.best_weights)
-        return info
-
-    steps_per_epoch = int(settings.steps_per_epoch or data.batches.steps_per_epoch)
+    del fresh_start
     with strategy.scope():
         classifier = make_pretrain_model(episode_model.backbone, data.batches.num_classes)
         classifier.build(tuple(data.batches.element_spec[0].shape))
@@ -148,33 +96,15 @@ def run_pretraining(
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         )
-    manager, epochs_done = files.resume_manager(classifier, optimizer)
-    initial_epoch = files.restore(manager, epochs_done)
-
-    if initial_epoch < settings.epochs:
-        log.info(
-            "%s: epochs %d..%d of %d, %d steps of %d images each, %d classes",
-            STAGE, initial_epoch + 1, settings.epochs, settings.epochs, steps_per_epoch,
-            settings.batch_size, data.batches.num_classes,
-        )
-        # The stream is a pure function of its position: continue where the
-        # interrupted run stopped instead of replaying its first batches.
-        batches = data.batches.skip(initial_epoch * steps_per_epoch)
-        schedule = step_decay(settings.learning_rate, settings.lr_step_epochs, settings.lr_gamma)
-        classifier.fit(
-            batches,
-            epochs=settings.epochs,
-            initial_epoch=initial_epoch,
-            steps_per_epoch=steps_per_epoch,
-            shuffle=False,
-            verbose=verbose,
-            callbacks=[
-                keras.callbacks.LearningRateScheduler(schedule),
-                EpisodeValidation(episode_model, data.val_episodes),
-                checkpointing.BestCheckpoint(episode_model, files, MONITOR),
-                *run_logs.logging_callbacks(files.dir, STAGE, settings.epochs),
-                checkpointing.ResumeCheckpoint(manager, epochs_done),
-                *callbacks,
-            ],
-        )
-    return checkpointing.finish_stage(STAGE, episode_model, files, settings.epochs)
+    steps_per_epoch = int(settings.steps_per_epoch or data.batches.steps_per_epoch)
+    return StageFit(
+        model=classifier,
+        optimizer=optimizer,
+        # The stream is a pure function of its position: a resumed run
+        # continues where the interrupted one stopped.
+        batches=lambda epoch: data.batches.skip(epoch * steps_per_epoch),
+        steps_per_epoch=steps_per_epoch,
+        schedule=step_decay(settings.learning_rate, settings.lr_step_epochs, settings.lr_gamma),
+        description=(f"{steps_per_epoch} steps of {settings.batch_size} images each, "
+                     f"{data.batches.num_classes} classes"),
+    )

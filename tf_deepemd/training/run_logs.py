@@ -20,8 +20,6 @@ import keras
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
-from tf_deepemd.visualization.training_curves import AccuracyPlot
-
 log = logging.getLogger(__name__)
 
 
@@ -105,16 +103,17 @@ class EpochSummaries(keras.callbacks.Callback):
         self._writers = {}
 
 
-def logging_callbacks(stage_dir, stage, epochs):
-    """``[EpochLog, CSVLogger, AccuracyPlot, EpochSummaries]`` writing under ``stage_dir``.
+def logging_callbacks(files, epochs):
+    """``[EpochLog, CSVLogger, EpochSummaries]`` writing into the stage's folder.
 
-    AccuracyPlot draws ``accuracy.png`` next to ``log.csv`` after every epoch
-    (a warning and nothing else without matplotlib).
+    Args:
+      files: the stage's `tf_deepemd.run_folder.StageFiles` (``log.csv``,
+        ``tensorboard/``).
+      epochs: the stage's number of epochs (for the log lines).
     """
-    os.makedirs(stage_dir, exist_ok=True)
+    os.makedirs(files.dir, exist_ok=True)
     return [
-        EpochLog(stage, epochs),
-        keras.callbacks.CSVLogger(os.path.join(stage_dir, "log.csv"), append=True),
-        AccuracyPlot(os.path.join(stage_dir, "log.csv")),
-        EpochSummaries(os.path.join(stage_dir, "tensorboard")),
+        EpochLog(files.stage, epochs),
+        keras.callbacks.CSVLogger(files.log_csv, append=True),
+        EpochSummaries(os.path.join(files.dir, "tensorboard")),
     ]

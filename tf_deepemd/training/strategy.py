@@ -5,17 +5,47 @@ episodes (the episode dataset is batched by the number of replicas and
 `tf.distribute` splits that batch), computes its episode's loss, and the
 gradients are averaged across replicas, the official "tasks per update"
 (``-bs``) done in parallel. Pre-training splits its image batches as usual.
+
+Keras 3's ``fit`` calls ``strategy.reduce`` in two ways TensorFlow's
+strategies reject or mistype (keras-team/keras#20585): on the whole nested
+first batch (to build the compiled loss and metrics from its shapes and
+dtypes) and with ``axis=0`` on the scalar logs of multi-worker runs. The
+strategies made here reduce nested values leaf by leaf, keeping each leaf's
+dtype, and reduce scalars over replicas only.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 
 import gin
+import keras
 import tensorflow as tf
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
+
+
+class _LeafwiseReduce:
+    """``reduce`` of nested values leaf by leaf, in each leaf's dtype (see the module doc)."""
+
+    def reduce(self, reduce_op, value, axis=None):
+        return tf.nest.map_structure(functools.partial(self._reduce_leaf, reduce_op, axis=axis), value)
+
+    def _reduce_leaf(self, reduce_op, value, axis=None):
+        local = self.experimental_local_results(value)[0]
+        if axis is not None and local.shape.rank == 0:
+            axis = None
+        return tf.cast(super().reduce(reduce_op, value, axis), local.dtype)
+
+
+class MirroredStrategy(_LeafwiseReduce, tf.distribute.MirroredStrategy):
+    """`tf.distribute.MirroredStrategy` whose ``reduce`` works for Keras' ``fit``."""
+
+
+class MultiWorkerMirroredStrategy(_LeafwiseReduce, tf.distribute.MultiWorkerMirroredStrategy):
+    """`tf.distribute.MultiWorkerMirroredStrategy` whose ``reduce`` works for Keras' ``fit``."""
 
 
 @gin.configurable
@@ -44,29 +74,64 @@ def make_strategy(kind="default", devices=None):
             # what `set_logical_device_configuration` splits a CPU into.
             gpus = tf.config.list_logical_devices("GPU")
             devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
-        return tf.distribute.MirroredStrategy(devices=list(devices))
+        return MirroredStrategy(devices=list(devices))
     raw = os.environ.get("TF_CONFIG")
     if raw:
         try:
             json.loads(raw)
         except json.JSONDecodeError as error:
             raise ValueError(f"TF_CONFIG is not valid JSON: {error}") from None
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    return MultiWorkerMirroredStrategy()
 
 
-def is_chief(strategy):
-    """Whether this worker writes the run's files (checkpoints, logs, results).
+def writes_run_folder(strategy):
+    """Whether this worker writes the run's folder (checkpoints, logs, results).
 
     Multi-worker runs write from the chief (worker 0, or the ``chief`` task);
-    the others save into a scratch folder (the collective save still needs
-    every worker to take part).
+    the others save into a scratch folder of their own (saving a checkpoint
+    still needs every worker to take part).
     """
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.cluster_spec().as_dict():
         return True
     task_type, task_id = resolver.task_type, resolver.task_id
     return task_type == "chief" or (task_type == "worker" and task_id == 0 and
-                                     "chief" not in resolver.cluster_spec().as_dict())
+                                    "chief" not in resolver.cluster_spec().as_dict())
+
+
+class SyncMovingStatistics(keras.callbacks.Callback):
+    """Averages the per-replica moving statistics (batch norm) over all replicas after every epoch.
+
+    Keras keeps a non-trainable variable without aggregation (batch norm's
+    moving mean and variance) per replica, each updated from its replica's
+    batches only; the replicas, and the workers of a multi-worker run,
+    would validate, save and test different models. Put it before the
+    callbacks that validate or save. Nothing to do on one replica.
+    """
+
+    def __init__(self, strategy):
+        super().__init__()
+        self.strategy = strategy
+        self._sync = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.strategy.num_replicas_in_sync == 1:
+            return
+        if self._sync is None:
+            variables = [v for v in self.model.non_trainable_variables
+                         if v.aggregation == "none" and "float" in str(v.dtype)]
+
+            @tf.function
+            def sync():
+                def average():
+                    context = tf.distribute.get_replica_context()
+                    for variable in variables:
+                        variable.assign(context.all_reduce("MEAN", variable.value))
+
+                self.strategy.run(average)
+
+            self._sync = sync
+        self._sync()
 
 
 def split_logical_cpus(count):

@@ -1,7 +1,7 @@
 """Figures of a gin-configured training run (``tools/visualize.py``).
 
 The model is rebuilt and its weights loaded as ``tools/eval.py`` /
-``tools/export.py`` do (`tf_deepemd.export.from_run`); the episode comes
+``tools/export.py`` do (`tf_deepemd.training.run_settings`); the episode comes
 from the run's dataset (``run_experiment.dataset``, ``data_dir``,
 ``dataset_options``, ``test_split``, ``way``, ``shot``, ``query``,
 ``image_size``), and the training curves from the stage logs in the model
@@ -10,17 +10,16 @@ dir. gin must be parsed before calling `visualize_run`.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 from typing import Optional, Sequence
 
-import gin
 import numpy as np
 
 from tf_deepemd.data.registry import load_split
-from tf_deepemd.export.from_run import restore_model, run_settings
-from tf_deepemd.training import experiment
+from tf_deepemd.run_folder import TRAINING_STAGES, StageFiles
+from tf_deepemd.training.launch import configuration_checks
+from tf_deepemd.training.run_settings import restore_run_model, run_settings
 from tf_deepemd.visualization.episode import plot_episode, predict_episode, sample_episode
 from tf_deepemd.visualization.matching import match_images, plot_matching
 from tf_deepemd.visualization.training_curves import plot_training_curves
@@ -28,22 +27,13 @@ from tf_deepemd.visualization.training_curves import plot_training_curves
 log = logging.getLogger(__name__)
 
 FIGURES = ("matching", "episode", "accuracy")
-STAGE_LOGS = ("pretrain", "meta_train")
-
-
-def _bound(name):
-    """``run_experiment.<name>`` as bound by gin, else the function's default."""
-    try:
-        return gin.query_parameter(f"run_experiment.{name}")
-    except ValueError:
-        return inspect.signature(experiment.run_experiment).parameters[name].default
 
 
 def stage_logs(model_dir: Optional[str]) -> list[str]:
     """The ``log.csv`` files of the run's training stages that exist, in stage order."""
     if not model_dir:
         return []
-    paths = [os.path.join(model_dir, stage, "log.csv") for stage in STAGE_LOGS]
+    paths = [StageFiles(model_dir, stage).log_csv for stage in TRAINING_STAGES]
     return [path for path in paths if os.path.isfile(path)]
 
 
@@ -89,40 +79,45 @@ def visualize_run(
     Raises:
       ValueError: naming the bad argument or setting.
     """
-    explicit = figures is not None
-    figures = tuple(FIGURES if figures is None else figures)
-    unknown = [name for name in figures if name not in FIGURES]
-    if unknown or not figures:
-        raise ValueError(f"`figures` must be names from {FIGURES}, got {figures}.")
-    run = run_settings(model_dir)
+    with configuration_checks():
+        explicit = figures is not None
+        figures = tuple(FIGURES if figures is None else figures)
+        unknown = [name for name in figures if name not in FIGURES]
+        if unknown or not figures:
+            raise ValueError(f"`figures` must be names from {FIGURES}, got {figures}.")
+        run = run_settings(model_dir)
+        logs = []
+        if "accuracy" in figures:
+            logs = list(csv_paths) if csv_paths else stage_logs(run.model_dir)
+            missing = [path for path in logs if not os.path.isfile(path)]
+            if missing:
+                raise ValueError(f"`csv_paths`: no such file(s) {missing}.")
+            if not logs and explicit:
+                raise ValueError(
+                    f"No training log in {run.model_dir!r} (<stage>/log.csv): train first, or pass csv_paths."
+                )
+            if not logs:
+                log.warning("No training log in %r: accuracy.png not written.", run.model_dir)
+        episode = None
+        if "matching" in figures or "episode" in figures:
+            if not run.dataset:
+                raise ValueError("No dataset: bind run_experiment.dataset (the run's gin files do).")
+            way, shot, query = int(way or run.way), int(shot or run.shot), int(query)
+            if "matching" in figures:
+                check_index("query_index", query_index, way * query)
+                if support_index is not None:
+                    check_index("support_index", support_index, way * shot)
+            images = load_split(run.dataset, split or run.test_split, run.data_dir, **run.dataset_options)
+            episode = sample_episode(images, way, shot, query, run.image_size, seed)
+            model, trained = restore_run_model(run, weights)
+
     written = {}
-
-    if "accuracy" in figures:
-        logs = list(csv_paths) if csv_paths else stage_logs(run.model_dir)
-        missing = [path for path in logs if not os.path.isfile(path)]
-        if missing:
-            raise ValueError(f"`csv_paths`: no such file(s) {missing}.")
-        if logs:
-            written["accuracy"] = os.path.join(output_dir, "accuracy.png")
-            plot_training_curves(logs, written["accuracy"], title=f"Training of {run.model_dir or 'the run'}")
-        elif explicit:
-            raise ValueError(
-                f"No training log in {run.model_dir!r} (<stage>/log.csv): train first, or pass csv_paths."
-            )
-        else:
-            log.warning("No training log in %r: accuracy.png not written.", run.model_dir)
-
-    if "matching" in figures or "episode" in figures:
-        if not run.dataset:
-            raise ValueError("No dataset: bind run_experiment.dataset (the run's gin files do).")
-        way, shot = (int(value or _bound(name)) for name, value in (("way", way), ("shot", shot)))
-        query = int(query)
-        images = load_split(run.dataset, split or run.test_split, run.data_dir, **run.dataset_options)
-        episode = sample_episode(images, way, shot, query, run.image_size, seed)
-        model, trained = restore_model(run, weights)
+    if logs:
+        written["accuracy"] = os.path.join(output_dir, "accuracy.png")
+        plot_training_curves(logs, written["accuracy"], title=f"Training of {run.model_dir or 'the run'}")
+    if episode is not None:
         note = "" if trained else " (UNTRAINED model)"
-        logits = predict_episode(model, episode)
-        predicted = logits.argmax(-1)
+        predicted = predict_episode(model, episode).argmax(-1)
         names = [name.replace("_", " ") for name in episode.class_names]
         if "episode" in figures:
             written["episode"] = os.path.join(output_dir, "episode.png")
@@ -133,16 +128,9 @@ def visualize_run(
                        f"queries correct ({100 * correct.mean():.0f} %){note}"),
             )
         if "matching" in figures:
-            num_queries = len(episode.query_labels)
-            if not 0 <= int(query_index) < num_queries:
-                raise ValueError(f"`query_index` must be in [0, {num_queries}), got {query_index}.")
             true_class = int(episode.query_labels[query_index])
             if support_index is None:
                 support_index = int(np.flatnonzero(episode.support_labels == true_class)[0])
-            if not 0 <= int(support_index) < len(episode.support_labels):
-                raise ValueError(
-                    f"`support_index` must be in [0, {len(episode.support_labels)}), got {support_index}."
-                )
             support_class = int(episode.support_labels[support_index])
             match = match_images(
                 model, episode.query_images[query_index], episode.support_images[support_index], node_weights
@@ -158,3 +146,8 @@ def visualize_run(
                 path=written["matching"],
             )
     return written
+
+
+def check_index(name, index, size):
+    if not 0 <= int(index) < size:
+        raise ValueError(f"`{name}` must be in [0, {size}), got {index}.")

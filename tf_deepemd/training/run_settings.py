@@ -1,0 +1,66 @@
+"""A gin-configured run as the tools after training see it: its settings, its model.
+
+``tools/eval.py``, ``export.py``, ``retrieve.py`` and ``visualize.py`` take
+the same gin files as training; `run_settings` reads the ``run_experiment``
+settings they need from the parsed configuration (bound values, else
+`run_experiment`'s defaults) and `restore_run_model` rebuilds the run's
+model as training built it, with the weights ``tools/eval.py`` tests.
+gin must be parsed before calling these.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Any, Mapping, Optional
+
+import gin
+
+from tf_deepemd import run_folder
+from tf_deepemd.training.experiment import run_experiment
+from tf_deepemd.training.model_config import make_model
+
+
+def run_setting(name):
+    """``run_experiment.<name>`` as bound by gin, else the function's default."""
+    try:
+        return gin.query_parameter(f"run_experiment.{name}")
+    except ValueError:
+        return inspect.signature(run_experiment).parameters[name].default
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    """The gin-bound `run_experiment` settings the tools after training need."""
+
+    model_dir: Optional[str]
+    dataset: Optional[str]
+    data_dir: Optional[str]
+    dataset_options: Mapping[str, Any]
+    image_size: int
+    test_split: str
+    way: int
+    shot: int
+    seed: int
+
+
+def run_settings(model_dir: Optional[str] = None) -> RunSettings:
+    """The parsed gin configuration's run settings; ``model_dir`` overrides the bound one."""
+    return RunSettings(
+        model_dir=model_dir or run_setting("model_dir"),
+        dataset=run_setting("dataset"),
+        data_dir=run_setting("data_dir"),
+        dataset_options=dict(run_setting("dataset_options") or {}),
+        image_size=int(run_setting("image_size")),
+        test_split=run_setting("test_split"),
+        way=int(run_setting("way")),
+        shot=int(run_setting("shot")),
+        seed=int(run_setting("seed")),
+    )
+
+
+def restore_run_model(settings: RunSettings, weights: Optional[str] = None):
+    """``(model, weights path or None if untrained)``: the run's model (`run_folder.restore_model`)."""
+    return run_folder.restore_model(
+        make_model, settings.image_size, settings.seed, settings.model_dir, weights
+    )
