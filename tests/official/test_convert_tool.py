@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 
 import tf_deepemd  # noqa: E402
 from tests.official import torch_reference  # noqa: E402
+from tests.official.parity import assert_parity  # noqa: E402
 from tests.training.tiny_config import tiny_bindings  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -56,7 +57,7 @@ def test_convert_then_eval(tmp_path, test_seed):
     model.load_weights(weights)
     images = images.numpy().transpose(0, 2, 3, 1)
     logits = model((images[:5], np.arange(5, dtype=np.int32), images[5:])).numpy()
-    np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-4)
+    assert_parity("converted weights, DeepEMD-FCN logits", logits, expected, same_argmax=True)
 
     run_tool("eval.py", model_dir, data_dir, f"run_experiment.test_weights = {str(weights)!r}",
              flags=["--episodes=2"])

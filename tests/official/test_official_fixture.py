@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import tf_deepemd
+from tests.official.parity import assert_parity
 from tf_deepemd.encoders import FCNEncoder
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,7 +24,6 @@ FIXTURE = Path(
     os.environ.get("TF_DEEPEMD_SHARED_DATA", REPO.parent / "shared" / "data")
 ) / "official_deepemd_fixture"
 CHECKPOINT = FIXTURE / "deepemd_fcn_random_meta.pth"
-TOLERANCE = 1e-4
 # Official -feature_pyramid flag -> episode.npz logits; tf_deepemd's FCNEncoder(feature_pyramid=)
 # takes the same sizes with the same meaning (the 5x5 map is always appended).
 PYRAMIDS = {(): "logits_fcn", (2, 1): "logits_fcn_pyramid_2_1", (5, 2, 1): "logits_fcn_pyramid_5_2_1"}
@@ -49,9 +49,7 @@ def features(official):
 
 
 def test_features_match_the_official_encoder(official, features):
-    np.testing.assert_allclose(
-        features.transpose(0, 3, 1, 2), official["features_nchw"], rtol=0, atol=TOLERANCE
-    )
+    assert_parity("official features", features.transpose(0, 3, 1, 2), official["features_nchw"])
 
 
 @pytest.mark.parametrize("pyramid", list(PYRAMIDS), ids=["fcn", "pyramid_2_1", "pyramid_5_2_1"])
@@ -60,9 +58,8 @@ def test_logits_match_the_official_model(official, features, pyramid):
     model = tf_deepemd.make_model(encoder=FCNEncoder(keras.layers.Identity(), feature_pyramid=pyramid))
     way = len(official["support_labels"])
     logits = model((features[:way], official["support_labels"], features[way:])).numpy()
-    expected = official[PYRAMIDS[pyramid]]
-    np.testing.assert_allclose(logits, expected, rtol=0, atol=TOLERANCE)
-    np.testing.assert_array_equal(np.argmax(logits, 1), np.argmax(expected, 1))
+    name = PYRAMIDS[pyramid]
+    assert_parity(f"official {name}", logits, official[name], same_argmax=True)
 
 
 def test_the_torch_reference_reproduces_the_official_logits(official):
@@ -73,7 +70,7 @@ def test_the_torch_reference_reproduces_the_official_logits(official):
     way = len(official["support_labels"])
     nodes = torch_reference.fcn_nodes(torch.from_numpy(official["features_nchw"]))
     logits = torch_reference.deepemd_logits(nodes[way:], nodes[:way])
-    np.testing.assert_allclose(logits, official["logits_fcn"], rtol=0, atol=TOLERANCE)
+    assert_parity("torch reference vs official logits_fcn", logits, official["logits_fcn"])
 
 
 HIDE_TORCH = """

@@ -11,12 +11,12 @@ torch = pytest.importorskip("torch")
 
 import tf_deepemd  # noqa: E402
 from tests.official import torch_reference  # noqa: E402
+from tests.official.parity import assert_parity  # noqa: E402
 from tf_deepemd.backbones.resnet12 import ResNet12  # noqa: E402
 from tf_deepemd.encoders import FCNEncoder  # noqa: E402
 
 WAY = 5
 NUM_CLASSES = 64
-TOLERANCE = 1e-4
 
 
 @pytest.fixture(scope="module")
@@ -65,11 +65,6 @@ def episode(reference):
     return images[:WAY], np.arange(WAY, dtype=np.int32), images[WAY:]
 
 
-def assert_logits_match(logits, expected):
-    np.testing.assert_allclose(logits, expected, rtol=0, atol=TOLERANCE)
-    np.testing.assert_array_equal(np.argmax(logits, 1), np.argmax(expected, 1))
-
-
 def make_models():
     """Unbuilt: a DeepEMD-FCN, a PretrainClassifier, a bare ResNet-12."""
     return {
@@ -105,14 +100,14 @@ def tf_features(reference):
 
 
 def test_backbone_features_match_reference(reference, tf_features):
-    np.testing.assert_allclose(tf_features, reference["features"], rtol=0, atol=TOLERANCE)
+    assert_parity("reference ResNet-12 features", tf_features, reference["features"])
 
 
 def test_deepemd_fcn_logits_match_reference(reference):
     model = tf_deepemd.make_model(backbone="resnet12", encoder="fcn")
     tf_deepemd.load_official_checkpoint(model, reference["files"]["data_parallel"])
     logits = model(episode(reference)).numpy()
-    assert_logits_match(logits, reference["logits"][()])
+    assert_parity("reference DeepEMD-FCN logits", logits, reference["logits"][()], same_argmax=True)
     # The class structure makes the episode solvable: the predictions mean something.
     assert np.mean(np.argmax(logits, 1) == reference["query_labels"]) >= 0.8
 
@@ -123,11 +118,14 @@ def test_deepemd_fcn_pyramid_logits_match_reference(reference, tf_features):
         encoder=FCNEncoder(keras.layers.Identity(), feature_pyramid=(2, 1))
     )
     support, labels, query = tf_features[:WAY], np.arange(WAY, dtype=np.int32), tf_features[WAY:]
-    assert_logits_match(model((support, labels, query)).numpy(), reference["logits"][(2, 1)])
+    logits = model((support, labels, query)).numpy()
+    assert_parity("reference FCN pyramid 2,1 logits", logits, reference["logits"][(2, 1)],
+                  same_argmax=True)
 
 
 def test_pretrain_classifier_logits_match_reference(reference):
     model = tf_deepemd.PretrainClassifier(ResNet12(), NUM_CLASSES)
     tf_deepemd.load_official_checkpoint(model, reference["files"]["pretrain"])
     logits = model(reference["images"][:WAY]).numpy()
-    assert_logits_match(logits, reference["pretrain_logits"])
+    assert_parity("reference PretrainClassifier logits", logits, reference["pretrain_logits"],
+                  same_argmax=True)
