@@ -7,17 +7,20 @@
 # 5-way 5-shot (SFC for DeepEMD) on 600; then each head on the pre-trained
 # weights alone (1-shot, 2,000 episodes).
 #
-#   bash benchmarks/cifar_fs_cpu_reproduction.sh            # runs or resumes
-#   RUNS=/somewhere bash benchmarks/cifar_fs_cpu_reproduction.sh
+#   DATA_DIR=/path/to/cifar100 bash benchmarks/cifar_fs_cpu_reproduction.sh   # runs or resumes
+#   DATA_DIR=... RUNS=/somewhere bash benchmarks/cifar_fs_cpu_reproduction.sh
 #
+# DATA_DIR (required) holds cifar-100-python.tar.gz (or the extracted folder).
 # Every step resumes where it stopped (tools/train.py resumes interrupted
 # stages and skips finished ones; finished evaluations are skipped), so after
 # a kill the same command continues. At the end it prints the table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+: "${DATA_DIR:?set DATA_DIR to the folder holding cifar-100-python.tar.gz}"
 RUNS="${RUNS:-runs/cifar_fs_cpu}"
 CONFIG=gin_configs/cifar_fs_cpu.gin
 PYTHON="${PYTHON:-python}"
+DATA_BINDING="--gin_bindings=run_experiment.data_dir='$DATA_DIR'"
 mkdir -p "$RUNS"
 
 # Bindings of each method, separated by ';'.
@@ -51,7 +54,7 @@ for method in "${ORDER[@]}"; do
   fi
   if [ ! -f "$RUNS/$method/results.json" ]; then
     echo "== $method: train + 1-shot test" >&2
-    "$PYTHON" tools/train.py --gin_file="$CONFIG" --model_dir="$RUNS/$method" "${extra[@]}"
+    "$PYTHON" tools/train.py --gin_file="$CONFIG" --model_dir="$RUNS/$method" "$DATA_BINDING" "${extra[@]}"
   fi
 done
 
@@ -61,7 +64,7 @@ for method in "${ORDER[@]}"; do
   if [ ! -f "$RUNS/$method/$output" ]; then
     echo "== $method: 5-shot test (SFC for DeepEMD)" >&2
     "$PYTHON" tools/eval.py --gin_file="$CONFIG" --model_dir="$RUNS/$method" --episodes=600 \
-      --gin_bindings="run_experiment.shot=5" "${extra[@]}"
+      "$DATA_BINDING" --gin_bindings="run_experiment.shot=5" "${extra[@]}"
   fi
 done
 
@@ -72,7 +75,7 @@ for method in deepemd_xref deepemd_uniform protonet cosine; do
   if [ ! -f "$RUNS/pretrained_only/$method/eval_test_5way_1shot.json" ]; then
     echo "== $method: 1-shot test of the pre-trained weights" >&2
     "$PYTHON" tools/eval.py --gin_file="$CONFIG" --model_dir="$RUNS/pretrained_only/$method" \
-      --episodes=2000 "${extra[@]}" \
+      --episodes=2000 "$DATA_BINDING" "${extra[@]}" \
       --gin_bindings="run_experiment.test_weights='$RUNS/deepemd_xref/pretrain/best.weights.h5'"
   fi
 done

@@ -4,7 +4,7 @@ Question: can the episodic and pre-training pipelines feed a model on a
 2-core CPU, and what does each stage cost? Cases:
 
 * in-memory datasets: `demo` (generated) and CIFAR-FS (from
-  ../shared/data/cifar-100-python.tar.gz, skipped if absent), at 32 and 84 px;
+  <data dir>/cifar-100-python.tar.gz, skipped without one), at 32 and 84 px;
 * file datasets: `image_folder` over generated JPEG files, both 84x84 files
   (pre-resized miniImageNet style) and 500x375 files (original-size
   ImageNet style, as DeepEMD's miniImageNet copy), with a decode-only
@@ -16,7 +16,9 @@ Question: can the episodic and pre-training pipelines feed a model on a
 Each case: build, take 2 elements to warm up, then time `--seconds` worth of
 elements (at least 3). Usage:
 
-    python benchmarks/data_pipeline.py [--seconds 4] [--shared-data ../shared/data]
+    python benchmarks/data_pipeline.py [--seconds 4] [--data-dir /path/to/cifar100]
+
+The CIFAR-FS data folder is `--data-dir`, else the environment variable DATA_DIR.
 
 Prints a table and writes benchmarks/results/data_pipeline.json.
 """
@@ -102,7 +104,8 @@ def decode_only(root: str) -> tf.data.Dataset:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=4.0)
-    parser.add_argument("--shared-data", default=os.path.join(HERE, "..", "..", "shared", "data"))
+    parser.add_argument("--data-dir", default=os.environ.get("DATA_DIR"),
+                        help="folder holding cifar-100-python.tar.gz (default: $DATA_DIR)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tf_deepemd_bench_") as work:
         run(args, work)
@@ -121,18 +124,18 @@ def run(args, work):
     cases.append(("demo pretrain batch 128, 32px", "train",
                   lambda: make_pretrain_dataset("demo", "train", batch_size=128, image_size=32, **demo)))
 
-    archive = os.path.join(args.shared_data, "cifar-100-python.tar.gz")
-    if os.path.isfile(archive):
+    archive = os.path.join(args.data_dir or "", "cifar-100-python.tar.gz")
+    if args.data_dir and os.path.isfile(archive):
         for size in (32, 84):
             for training in (False, True):
                 cases.append((f"cifar_fs episodes {size}px", "eval" if not training else "train",
                               lambda s=size, t=training: make_episode_dataset(
-                                  "cifar_fs", "train", args.shared_data, image_size=s, training=t, **episodes)))
+                                  "cifar_fs", "train", args.data_dir, image_size=s, training=t, **episodes)))
         cases.append(("cifar_fs pretrain batch 128, 32px", "train",
-                      lambda: make_pretrain_dataset("cifar_fs", "train", args.shared_data,
+                      lambda: make_pretrain_dataset("cifar_fs", "train", args.data_dir,
                                                     batch_size=128, image_size=32)))
     else:
-        print(f"(no {archive}: CIFAR-FS cases skipped)")
+        print(f"(no {archive}: CIFAR-FS cases skipped; pass --data-dir or set DATA_DIR)")
 
     for height, width in ((84, 84), (375, 500)):
         root = write_jpeg_folder(os.path.join(work, f"jpeg_{width}x{height}"), 10, 40, height, width)

@@ -1,4 +1,4 @@
-"""Opt-in checks on the real CIFAR-100 of ../shared/data.
+"""Opt-in checks on the real CIFAR-100 in the `shared/data` folder beside the repository.
 
 Run with ``TF_DEEPEMD_REAL_DATA=1 pytest tests/data/test_data_real.py``;
 skipped otherwise, and when the data is absent (``TF_DEEPEMD_SHARED_DATA``

@@ -94,7 +94,8 @@ def test_one_binding_switches_the_method(binding, check):
 
 def test_data_dir_is_one_overridable_binding():
     parse("cifar_fs_cpu.gin")
-    assert gin.query_parameter("run_experiment.data_dir") == "../shared/data"
+    with pytest.raises(ValueError, match="no value bound for parameter 'data_dir'"):
+        gin.query_parameter("run_experiment.data_dir")  # no default location: the user's data
     gin.clear_config()
     parse("cifar_fs_cpu.gin", "run_experiment.data_dir = '/elsewhere'")
     assert gin.query_parameter("run_experiment.data_dir") == "/elsewhere"

@@ -46,9 +46,13 @@ class DataSource:
         info = dataset_info(self.name)  # ValueError naming the known datasets
         needs_dir = self.name not in DATASETS_WITHOUT_DATA_DIR and self.options.get("source") != "tfds"
         if needs_dir and not self.data_dir:
+            tfds_default = (
+                " (or run_experiment.dataset_options={'source': 'tfds'} for TFDS's default data dir)"
+                if "source" in info.options() else ""
+            )
             raise ValueError(
                 f"Dataset {self.name!r} needs a data_dir (expected layout: {info.layout}); "
-                "bind run_experiment.data_dir='/path/to/data'."
+                f"bind run_experiment.data_dir='/path/to/data'{tfds_default}."
             )
 
     def episodes(self, split, way, shot, query, num_episodes, training=False, seed_offset=0):
