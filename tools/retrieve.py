@@ -57,7 +57,7 @@ def settings_from_flags():
 
 
 def main(argv):
-    launch = start(argv, log_level="warning")
+    launch = start(argv, log_level="warning", configurables=["tf_deepemd.retrieval.evaluate"])
     from tf_deepemd.retrieval.evaluate import format_table
     from tf_deepemd.retrieval.from_run import retrieve_run
 

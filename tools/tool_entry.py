@@ -5,6 +5,7 @@ configures TensorFlow's thread pools (and logical CPUs) before its first
 operation, then parses the gin files and bindings.
 """
 
+import importlib
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -39,13 +40,15 @@ def define_thread_flags():
     flags.DEFINE_integer("inter_op_threads", 0, "TensorFlow inter-op threads (0: TF's choice).")
 
 
-def start(argv, *, log_level="warning", cpu_devices=1):
+def start(argv, *, log_level="warning", cpu_devices=1, configurables=()):
     """The start of every tool's ``main``; returns `tf_deepemd.training.launch`.
 
     Refuses stray arguments, sets TensorFlow's thread pools (the thread
     flags, when the tool defines them) and ``cpu_devices`` logical CPUs
-    before any TensorFlow op, sets the log level and parses ``--gin_file``
-    and ``--gin_bindings`` (a configuration error: one line, exit 2).
+    before any TensorFlow op, imports the ``configurables`` modules (those
+    defining gin configurables the tool's configs bind, beyond training's),
+    sets the log level and parses ``--gin_file`` and ``--gin_bindings`` (a
+    configuration error: one line, exit 2).
     """
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -55,6 +58,8 @@ def start(argv, *, log_level="warning", cpu_devices=1):
     launch.configure_runtime(*threads, cpu_devices=cpu_devices)
     from tf_deepemd.training.gin_config import parse_config
 
+    for module in configurables:
+        importlib.import_module(module)
     logging.set_verbosity(log_level)
     launch.configure_or_exit(parse_config, FLAGS.gin_file, FLAGS.gin_bindings, [CONFIG_DIR])
     return launch
