@@ -16,12 +16,13 @@ from concurrent import futures
 
 import grpc
 import tensorflow as tf
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+from tests.export.serving_protos import PredictResponse, add_prediction_service
 
 _STATUS_BY_CODE = {status.value[0]: status for status in grpc.StatusCode}
 
 
-class SessionPredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+class SessionPredictionService:
     def __init__(self, export_dir, model_name, version):
         self.model_name = model_name
         self.version = int(version)
@@ -51,7 +52,7 @@ class SessionPredictionService(prediction_service_pb2_grpc.PredictionServiceServ
                 outputs = self.session.run(fetch, feed)
         except tf.errors.OpError as error:
             context.abort(_STATUS_BY_CODE[error.error_code], error.message)
-        response = predict_pb2.PredictResponse()
+        response = PredictResponse()
         response.model_spec.name = self.model_name
         response.model_spec.version.value = self.version
         response.model_spec.signature_name = signature_name
@@ -68,7 +69,7 @@ def serving(export_dir, model_name, version, lifetime=120.0):
     """Yields ``'127.0.0.1:<port>'`` of a running server; stops it on exit or after ``lifetime`` s."""
     service = SessionPredictionService(export_dir, model_name, version)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(service, server)
+    add_prediction_service(service.Predict, server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     deadline = threading.Timer(lifetime, server.stop, args=(0,))

@@ -9,18 +9,15 @@ import json
 import pathlib
 import re
 
+import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
 
-pytest.importorskip("tensorflow_serving")
-grpc = pytest.importorskip("grpc")
-
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
-
-from tests.export import grpc_servicer  # noqa: E402
-from tests.export.conftest import MODEL_NAME, keras_outputs  # noqa: E402
-from tf_deepemd.export.signatures import EPISODE, INPUTS  # noqa: E402
+from tests.export import grpc_servicer
+from tests.export.conftest import MODEL_NAME, keras_outputs
+from tests.export.serving_protos import PredictionServiceStub, PredictRequest
+from tf_deepemd.export.signatures import EPISODE, INPUTS
 
 README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
 DOCKER_COMMAND = (
@@ -55,7 +52,7 @@ def readme_request():
 
 
 def predict_request(signature_name, arrays, model_name=MODEL_NAME):
-    request = predict_pb2.PredictRequest()
+    request = PredictRequest()
     request.model_spec.name = model_name
     request.model_spec.signature_name = signature_name
     for name, value in arrays.items():
@@ -77,7 +74,7 @@ def test_readme_documents_the_container_and_the_curl_request():
 def stub(export):
     with grpc_servicer.serving(export.path, MODEL_NAME, export.version, lifetime=120) as address:
         with grpc.insecure_channel(address) as channel:
-            yield prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            yield PredictionServiceStub(channel)
 
 
 def test_readme_request_is_answered_over_grpc(stub, tiny_model):

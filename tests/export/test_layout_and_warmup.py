@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from tests.export.conftest import IMAGE_SIZE, MODEL_NAME, NORMALIZATION
+from tests.export.serving_protos import PredictionLog, PredictRequest
 from tf_deepemd.export import exporter, serving_layout, warmup
 
 
@@ -59,9 +60,8 @@ def test_a_failed_write_leaves_no_version_behind(tmp_path):
 
 
 def read_warmup_records(path):
-    prediction_log_pb2 = pytest.importorskip("tensorflow_serving.apis.prediction_log_pb2")
     return [
-        prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        PredictionLog.FromString(record.numpy())
         for record in tf.data.TFRecordDataset(path)
     ]
 
@@ -87,18 +87,17 @@ def test_warmup_file_parses_as_prediction_logs_and_runs(export, loaded_signature
 
 
 def test_hand_encoded_request_equals_the_official_proto():
-    predict_pb2 = pytest.importorskip("tensorflow_serving.apis.predict_pb2")
     inputs = {
         "support_images": np.arange(2 * 8 * 8 * 3).astype(np.uint8).reshape(2, 8, 8, 3),
         "support_labels": np.array([1, 0], np.int32),
         "query_images": np.zeros((1, 5, 5, 3), np.uint8),
     }
-    official = predict_pb2.PredictRequest()
+    official = PredictRequest()
     official.model_spec.name = "a_model"
     official.model_spec.signature_name = "a_signature"
     for name, value in inputs.items():
         official.inputs[name].CopyFrom(tf.make_tensor_proto(value))
     encoded = warmup.predict_request_bytes(inputs, "a_model", "a_signature")
-    assert predict_pb2.PredictRequest.FromString(encoded) == official
+    assert PredictRequest.FromString(encoded) == official
     # Map entries of more than 127 bytes need multi-byte lengths.
     assert len(official.inputs["support_images"].SerializeToString()) > 127
