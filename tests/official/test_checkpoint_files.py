@@ -107,6 +107,12 @@ def test_files_that_are_not_checkpoints_are_refused(tmp_path):
         tf_deepemd.load_official_checkpoint(tiny_backbone(), not_tensors)
 
 
+def test_unsupported_tensor_types_are_named(tmp_path):
+    torch.save({"params": {"x": torch.ones(2, dtype=torch.bfloat16)}}, tmp_path / "bf16.pth")
+    with pytest.raises(CheckpointFormatError, match="Unsupported tensor type torch.BFloat16Storage"):
+        load_pth(tmp_path / "bf16.pth")
+
+
 def test_truncated_storage_is_refused(tmp_path, network):
     path = save(network.encoder.state_dict(), tmp_path / "full.pth")
     cut = tmp_path / "cut.pth"

@@ -104,7 +104,7 @@ def _keras_weights(backbone):
 def _state_dict(checkpoint, path):
     state = checkpoint.get("params", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not all(
-        isinstance(value, np.ndarray) for value in state.values()
+        isinstance(key, str) and isinstance(value, np.ndarray) for key, value in state.items()
     ):
         raise ValueError(
             f"{path} is not an official DeepEMD checkpoint: expected {{'params': state_dict}} "

@@ -122,7 +122,6 @@ class _Storages:
 
     def __init__(self):
         self.refs = {}
-        self.views = {}  # legacy storage views: key -> (base key, offset, size)
 
     def reference(self, pid):
         if not (
@@ -132,30 +131,24 @@ class _Storages:
             and isinstance(pid[1], _StorageType)
         ):
             raise CheckpointFormatError(f"Unsupported storage reference {pid!r} in the pickle.")
+        if len(pid) == 6 and pid[5] is not None:
+            # The legacy format's last field: a view into another storage (PyTorch < 0.4).
+            raise CheckpointFormatError(
+                "Storage views of PyTorch < 0.4 are not supported: re-save the checkpoint with "
+                "a recent PyTorch (torch.save(torch.load(path), new_path))."
+            )
         dtype, key, num_elements = pid[1].dtype, str(pid[2]), int(pid[4])
-        ref = self.refs.setdefault(key, _StorageRef(key, dtype, num_elements))
-        view = pid[5] if len(pid) == 6 else None
-        if view is None:
-            return ref
-        view_key, offset, size = view
-        self.views[str(view_key)] = (key, int(offset), int(size))
-        return _StorageRef(str(view_key), dtype, int(size))
-
-    def materialise(self, obj, arrays):
-        """``obj`` with each tensor as an array; ``arrays``: base key -> 1-D array."""
-        arrays = dict(arrays)
-        for view_key, (key, offset, size) in self.views.items():
-            arrays[view_key] = arrays[key][offset: offset + size]
-        return _replace_tensors(obj, arrays)
+        return self.refs.setdefault(key, _StorageRef(key, dtype, num_elements))
 
 
-def _replace_tensors(obj, arrays):
+def _materialise(obj, arrays):
+    """``obj`` with each tensor as an array; ``arrays``: storage key -> 1-D array."""
     if isinstance(obj, _TensorRef):
         return obj.to_numpy(arrays[obj.storage.key])
     if isinstance(obj, dict):
-        return type(obj)((key, _replace_tensors(value, arrays)) for key, value in obj.items())
+        return type(obj)((key, _materialise(value, arrays)) for key, value in obj.items())
     if isinstance(obj, (list, tuple)):
-        return type(obj)(_replace_tensors(value, arrays) for value in obj)
+        return type(obj)(_materialise(value, arrays) for value in obj)
     return obj
 
 
@@ -170,6 +163,11 @@ class _RestrictedUnpickler(pickle.Unpickler):
         try:
             return _ALLOWED_GLOBALS[(module, name)]
         except KeyError:
+            if module == "torch" and name.endswith("Storage"):
+                raise CheckpointFormatError(
+                    f"Unsupported tensor type torch.{name}; supported: "
+                    f"{', '.join(sorted(_STORAGE_DTYPES))}."
+                ) from None
             raise CheckpointFormatError(
                 f"Refusing to load the global {module}.{name}: a tensor checkpoint needs only "
                 "torch._utils._rebuild_tensor_v2, torch.*Storage and collections.OrderedDict. "
@@ -221,7 +219,7 @@ def _read_zip(path):
             if entry not in names:
                 raise CheckpointFormatError(f"{path} has no entry {entry!r} for a storage.")
             arrays[key] = _flat_array(archive.read(entry), ref, byteorder)
-    return storages.materialise(obj, arrays)
+    return _materialise(obj, arrays)
 
 
 def _read_legacy(path, stream):
@@ -250,7 +248,7 @@ def _read_legacy(path, stream):
     missing = sorted(set(storages.refs) - set(arrays))
     if missing:
         raise CheckpointFormatError(f"{path} lacks the data of storages {missing}.")
-    return storages.materialise(obj, arrays)
+    return _materialise(obj, arrays)
 
 
 def load_pth(path):
