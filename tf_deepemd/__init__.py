@@ -8,8 +8,9 @@ Public entry points:
 * `tf_deepemd.DeepEMDHead`: DeepEMD logits of query node sets against
   prototype node sets; `tf_deepemd.SFC`: k-shot prototypes fitted to the
   support set.
-* `tf_deepemd.DeepEMD` / `tf_deepemd.make_model`: the episode model (encoder
-  + DeepEMD, ProtoNet or cosine head); `tf_deepemd.PretrainClassifier` /
+* `tf_deepemd.DeepEMD` / `tf_deepemd.make_model`: the episode model, built
+  from layers: an encoder, a prototype layer (class mean or SFC) and a head
+  (DeepEMD, ProtoNet, cosine or your own); `tf_deepemd.PretrainClassifier` /
   `tf_deepemd.make_pretrain_model`: the pre-training classifier.
 * `tf_deepemd.load_official_checkpoint`: loads the official PyTorch
   DeepEMD checkpoints (``max_acc.pth``; no PyTorch needed).

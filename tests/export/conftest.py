@@ -14,6 +14,7 @@ import tf_deepemd
 from tf_deepemd.data.preprocessing import preprocess_image
 from tf_deepemd.export import export_for_serving
 from tf_deepemd.export.preprocessing import preprocess_images
+from tf_deepemd.layers import SFC
 
 IMAGE_SIZE = 16
 NORMALIZATION = ((0.45, 0.5, 0.55), (0.2, 0.25, 0.3))
@@ -24,7 +25,8 @@ def make_tiny_model():
     """Conv-4 with 8 channels, 16 px -> 4x4 = 16 nodes; SFC shortened for speed."""
     tf.keras.utils.set_random_seed(3)
     model = tf_deepemd.make_model(
-        "conv4", backbone_options=dict(widths=(8, 8, 8, 8), num_pools=2), sfc_steps=5
+        "conv4", backbone_options=dict(widths=(8, 8, 8, 8), num_pools=2),
+        prototypes=SFC(steps=5),
     )
     model.build([(None, IMAGE_SIZE, IMAGE_SIZE, 3), (None,), (None, IMAGE_SIZE, IMAGE_SIZE, 3)])
     return model

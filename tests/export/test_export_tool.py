@@ -30,7 +30,7 @@ def tiny_bindings(data_dir):
         "run_experiment.image_size = 16",
         "make_model.backbone = 'conv4'",
         "make_model.backbone_options = {'widths': (8, 8, 8, 8), 'num_pools': 2}",
-        "make_model.sfc_steps = 5",
+        "SFC.steps = 5",
     )
 
 

@@ -89,7 +89,7 @@ def test_sfc_lowers_support_loss_and_classifies_queries(rng):
     sfc = tf_deepemd.SFC(steps=10, learning_rate=30.0)
     head = tf_deepemd.DeepEMDHead()
     means = np.stack([support[labels == k].mean(0) for k in range(3)])
-    prototypes = sfc(support, labels, way=3)
+    prototypes = sfc(support, labels, way=3, head=head)
     assert prototypes.shape == (3, 4, 16)
     before = support_loss(head, support, labels, means)
     after = support_loss(head, support, labels, prototypes)
@@ -97,21 +97,22 @@ def test_sfc_lowers_support_loss_and_classifies_queries(rng):
     predictions = np.argmax(head(query, prototypes), axis=1)
     np.testing.assert_array_equal(predictions, query_labels)
     # Deterministic for a seed; another call seed reorders the batches.
-    np.testing.assert_array_equal(sfc(support, labels, way=3), prototypes)
-    assert np.abs(sfc(support, labels, way=3, seed=1) - prototypes).max() > 1e-6
+    np.testing.assert_array_equal(sfc(support, labels, way=3, head=head), prototypes)
+    assert np.abs(sfc(support, labels, way=3, head=head, seed=1) - prototypes).max() > 1e-6
 
 
 def test_dynamic_way_and_shot_under_tf_function(rng):
     sfc = tf_deepemd.SFC(steps=2, learning_rate=1.0, batch_size=3)
+    head = tf_deepemd.DeepEMDHead()
     fn = tf.function(
-        lambda s, y: sfc(s, y),
+        lambda s, y: sfc(s, y, head=head),
         input_signature=[tf.TensorSpec([None, 4, 16]), tf.TensorSpec([None], tf.int32)],
     )
     for way, shot in ((3, 2), (2, 5)):
         support, labels, _, _ = toy_episode(rng, way=way, shot=shot)
         got = fn(support, labels)
         assert got.shape == (way, 4, 16)
-        np.testing.assert_allclose(got, sfc(support, labels), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got, sfc(support, labels, head=head), rtol=1e-5, atol=1e-6)
 
 
 def test_no_gradient_to_the_support_features(rng):
@@ -119,37 +120,70 @@ def test_no_gradient_to_the_support_features(rng):
     x = tf.constant(support)
     with tf.GradientTape() as tape:
         tape.watch(x)
-        prototypes = tf_deepemd.SFC(steps=1, learning_rate=1.0)(x, labels)
-    assert tape.gradient(tf.reduce_sum(prototypes), x) is None
+        prototypes = tf_deepemd.SFC(steps=1, learning_rate=1.0)(
+            x, labels, head=tf_deepemd.DeepEMDHead()
+        )
+        loss = tf.reduce_sum(prototypes * rng.normal(size=prototypes.shape).astype(np.float32))
+    grad = tape.gradient(loss, x)
+    # Zeros (the 1-shot branch of the shot check is differentiable), not a path.
+    assert grad is None or not np.any(grad.numpy())
 
 
 def test_keras_round_trip(tmp_path, rng):
-    sfc = tf_deepemd.SFC(
-        steps=2, learning_rate=0.5, batch_size=2, seed=3, node_weights="uniform", temperature=10.0,
-    )
+    sfc = tf_deepemd.SFC(steps=2, learning_rate=0.5, batch_size=2, seed=3, gradient_mode="kkt")
+    head = tf_deepemd.DeepEMDHead(node_weights="uniform", temperature=10.0)
     support, labels, _, _ = toy_episode(rng, way=2, shot=2)
-    expected = sfc(support, labels).numpy()
+    expected = sfc(support, labels, head=head).numpy()
     path = str(tmp_path / "sfc.keras")
     keras.saving.save_model(sfc, path)
     loaded = keras.saving.load_model(path)
     assert isinstance(loaded, tf_deepemd.SFC)
     assert loaded.get_config() == sfc.get_config()
-    np.testing.assert_allclose(loaded(support, labels), expected, rtol=1e-6)
+    np.testing.assert_allclose(loaded(support, labels, head=head), expected, rtol=1e-6)
+
+
+def test_fits_with_the_matching_settings_of_its_head(rng):
+    """The head's node weights and temperature score the fit; SFC's own gradient mode."""
+    support, labels, _, _ = toy_episode(rng, way=2, shot=3, nodes=3, channels=6)
+    sfc = tf_deepemd.SFC(steps=2, learning_rate=3.0, seed=1, gradient_mode="kkt")
+    head = tf_deepemd.DeepEMDHead(node_weights="uniform", temperature=5.0, gradient_mode="stop_flow")
+    fitting_head = tf_deepemd.DeepEMDHead(node_weights="uniform", temperature=5.0)  # kkt
+    expected = fit_sfc(
+        support, labels, 2, fitting_head, steps=2, learning_rate=3.0, seed=tf.constant([1, 0])
+    )
+    np.testing.assert_allclose(sfc(support, labels, head=head), expected, rtol=1e-5, atol=1e-6)
+    other = sfc(support, labels, head=tf_deepemd.DeepEMDHead(temperature=5.0))
+    assert np.abs(other - expected).max() > 1e-4
+
+
+def test_one_shot_keeps_the_support_nodes_with_their_gradient(rng):
+    support, labels, _, _ = toy_episode(rng, way=3, shot=1)
+    x = tf.constant(support)
+    weights = rng.normal(size=support.shape).astype(np.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        prototypes = tf_deepemd.SFC(steps=3)(x, labels, head=tf_deepemd.DeepEMDHead())
+        loss = tf.reduce_sum(prototypes * weights)
+    np.testing.assert_array_equal(prototypes, support)
+    np.testing.assert_allclose(tape.gradient(loss, x), weights, rtol=1e-6)
 
 
 def test_clear_errors(rng):
     support, labels, _, _ = toy_episode(rng, way=3, shot=2)
     sfc = tf_deepemd.SFC(steps=1)
+    head = tf_deepemd.DeepEMDHead()
     with pytest.raises(ValueError, match="Empty support"):
-        sfc(support[:0], labels[:0])
+        sfc(support[:0], labels[:0], head=head)
     with pytest.raises(ValueError, match="`support_labels` has 5 entries"):
-        sfc(support, labels[:5])
+        sfc(support, labels[:5], head=head)
     with pytest.raises(ValueError, match="support_labels.*integer"):
-        sfc(support, labels.astype(np.float32))
+        sfc(support, labels.astype(np.float32), head=head)
     with pytest.raises(tf.errors.InvalidArgumentError, match="support example"):
-        sfc(support, labels, way=4)  # class 3 has no support image
+        sfc(support, labels, way=4, head=head)  # class 3 has no support image
     with pytest.raises(tf.errors.InvalidArgumentError, match="must be < `way`"):
-        sfc(support, labels, way=2)
+        sfc(support, labels, way=2, head=head)
+    with pytest.raises(ValueError, match="`head`: SFC fits prototypes for a DeepEMD"):
+        sfc(support, labels)
     for bad, pattern in (
         (dict(batch_size=0), "batch_size"),
         (dict(learning_rate=0.0), "learning_rate"),

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_deepemd.ops.prototypes import check_support_labels, class_means
+from tf_deepemd.ops.checks import check_support_labels
+from tf_deepemd.ops.prototypes import class_means
 
 
 def test_class_means_any_shot_and_node_layout(rng):

@@ -72,7 +72,7 @@ def test_train_killed_then_same_command_resumes_then_eval(tmp_path):
 
     # Evaluation only, at 5-shot with SFC (few steps to keep it short).
     evaluated = run(tool_command(EVAL, model_dir, data_dir, "run_experiment.shot = 5",
-                                 "make_model.sfc_steps = 2", flags=["--episodes=3"]))
+                                 "SFC.steps = 2", flags=["--episodes=3"]))
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert "episodes/s" in evaluated.stdout
     with open(os.path.join(model_dir, "eval_test_5way_5shot.json")) as stream:

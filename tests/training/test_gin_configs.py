@@ -7,6 +7,7 @@ import gin
 import pytest
 
 from tf_deepemd.encoders import GridEncoder, SamplingEncoder
+from tf_deepemd.layers import SFC, ClassMeanPrototypes, DeepEMDHead
 from tf_deepemd.models.naming import method_name
 from tf_deepemd.training import model_config
 from tf_deepemd.training.gin_config import parse_config
@@ -72,7 +73,14 @@ def test_benchmark_configs_bind_the_official_protocol(name):
     assert (meta.lr_step_epochs, meta.lr_gamma, meta.val_episodes) == (10, 0.5, 1000)
     assert (q("make_optimizer.momentum"), q("make_optimizer.nesterov"), q("make_optimizer.weight_decay")) == (
         0.9, True, 5e-4)
-    assert q("make_model.sfc_lr") == 100.0
+    # The official model: DeepEMD-FCN, constant-flow training, SFC (lr 100, 100 epochs of 4).
+    model = model_config.make_model()
+    head, sfc = model.head, model.prototypes
+    assert isinstance(head, DeepEMDHead) and isinstance(sfc, SFC)
+    assert (head.node_weights, head.gradient_mode, head.temperature) == (
+        "cross_reference", "stop_flow", 12.5)
+    assert (sfc.learning_rate, sfc.steps, sfc.batch_size, sfc.gradient_mode) == (
+        100.0, 100, 4, "stop_flow")
 
 
 @pytest.mark.parametrize(
@@ -84,6 +92,9 @@ def test_benchmark_configs_bind_the_official_protocol(name):
         ("make_model.head = 'cosine'", lambda m: method_name(m) == "cosine"),
         ("make_model.node_weights = 'uniform'",
          lambda m: method_name(m) == "deepemd_fcn_uniform"),
+        ("make_model.gradient_mode = 'kkt'",
+         lambda m: m.head.gradient_mode == "kkt" and m.prototypes.gradient_mode == "stop_flow"),
+        ("make_model.prototypes = 'mean'", lambda m: isinstance(m.prototypes, ClassMeanPrototypes)),
     ],
 )
 def test_one_binding_switches_the_method(binding, check):

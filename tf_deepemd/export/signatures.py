@@ -13,8 +13,8 @@ Three endpoints (SignatureDefs), each a function of the request tensors:
 
   ``way = max(support_labels) + 1`` and the shot (images per class, may
   differ between classes) are read from each request, so one export serves
-  any way and shot; with ``k_shot='sfc'`` a class with several images gets
-  an SFC prototype fitted in the graph, as at evaluation.
+  any way and shot; with an `SFC` prototype layer a class with several
+  images gets an SFC prototype fitted in the graph, as at evaluation.
 
 ``embed`` -- ``images`` uint8 ``[N, H, W, 3]`` -> ``nodes`` float32
   ``[N, K, C]``: the encoder's node features (K regions of C channels).
@@ -38,6 +38,7 @@ import tensorflow as tf
 from tf_deepemd.data.image_split import Normalization
 from tf_deepemd.export import request_checks
 from tf_deepemd.export.preprocessing import check_normalization, preprocess_images
+from tf_deepemd.layers.deepemd_head import DeepEMDHead
 from tf_deepemd.ops.emd import solve_emd
 
 EPISODE = "serving_default"
@@ -120,13 +121,12 @@ class ServingSignatures:
         cost, source_weights, target_weights = request_checks.check_emd_problem(
             cost, source_weights, target_weights
         )
-        result = solve_emd(
-            cost,
-            source_weights,
-            target_weights,
-            tolerance=self.model.solver_tolerance,
-            max_iterations=self.model.solver_max_iterations,
-        )
+        head = self.model.head
+        # A DeepEMD head's solver settings; the solver's defaults for other heads.
+        solver = {}
+        if isinstance(head, DeepEMDHead):
+            solver = dict(tolerance=head.tolerance, max_iterations=head.max_iterations)
+        result = solve_emd(cost, source_weights, target_weights, **solver)
         return {"flow": result.flow, "distance": result.distance}
 
     def endpoints(self):

@@ -1,40 +1,9 @@
 """`DeepEMDHead`: DeepEMD logits of query node sets against prototype node sets."""
 
 import keras
-import tensorflow as tf
 
 from tf_deepemd.ops import matching
-
-
-def check_node_sets(query_nodes, proto_nodes, proto_name="proto_nodes"):
-    """Static checks of a ``([Q, N, C], [W, M, C])`` pair; returns tensors.
-
-    Raises ValueError naming the argument: wrong rank, non-float dtype,
-    channel mismatch, or a statically empty node axis.
-    """
-    query_nodes = tf.convert_to_tensor(query_nodes)
-    proto_nodes = tf.convert_to_tensor(proto_nodes)
-    for name, tensor in (("query_nodes", query_nodes), (proto_name, proto_nodes)):
-        if tensor.shape.rank is not None and tensor.shape.rank != 3:
-            raise ValueError(
-                f"`{name}` must have rank 3 ([images, nodes, channels]), got shape "
-                f"{tensor.shape}."
-            )
-        if not tensor.dtype.is_floating:
-            raise ValueError(f"`{name}` must be a float tensor, got {tensor.dtype.name}.")
-        if tensor.shape.rank is not None and tensor.shape[1] == 0:
-            raise ValueError(f"`{name}` has no nodes (shape {tensor.shape}).")
-    cq, cp = query_nodes.shape[-1], proto_nodes.shape[-1]
-    if cq is not None and cp is not None and cq != cp:
-        raise ValueError(
-            f"Channel mismatch: `query_nodes` has {cq} channels, `{proto_name}` has {cp}."
-        )
-    if query_nodes.dtype != proto_nodes.dtype:
-        raise ValueError(
-            f"dtype mismatch: `query_nodes` is {query_nodes.dtype.name}, `{proto_name}` is "
-            f"{proto_nodes.dtype.name}."
-        )
-    return query_nodes, proto_nodes
+from tf_deepemd.ops.checks import check_node_sets
 
 
 @keras.saving.register_keras_serializable(package="tf_deepemd")
@@ -99,19 +68,18 @@ class DeepEMDHead(keras.layers.Layer):
             max_iterations=self.max_iterations,
         )
 
-    def match(self, query_nodes, proto_nodes, proto_name="proto_nodes"):
+    def match(self, query_nodes, proto_nodes):
         """Logits with everything behind them, e.g. for pictures of the matching.
 
         Args:
           query_nodes: float ``[Q, N, C]``; proto_nodes: float ``[W, M, C]``.
-          proto_name: argument name used in error messages.
 
         Returns:
           dict with ``logits [Q, W]``, ``flow [Q, W, N, M]``, ``similarity
           [Q, W, N, M]``, ``source_weights [Q, W, N]`` (query nodes, sum N)
           and ``target_weights [Q, W, M]`` (prototype nodes, sum M).
         """
-        query_nodes, proto_nodes = check_node_sets(query_nodes, proto_nodes, proto_name)
+        query_nodes, proto_nodes = check_node_sets(query_nodes, proto_nodes)
         return matching.deepemd_match(
             query_nodes, proto_nodes, **self.matching_options()
         )._asdict()

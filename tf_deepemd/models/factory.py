@@ -1,13 +1,37 @@
-"""Plain factories for the models, by name (gin-configurable later, by the tools)."""
+"""The models by name: `make_model` (a `DeepEMD` episode model), `make_pretrain_model`."""
 
 import keras
 
 from tf_deepemd.backbones.registry import make_backbone
 from tf_deepemd.encoders import FCNEncoder, GridEncoder, SamplingEncoder
+from tf_deepemd.layers.baselines import CosineHead, ProtoNetHead
+from tf_deepemd.layers.deepemd_head import DeepEMDHead
+from tf_deepemd.layers.prototypes import ClassMeanPrototypes
+from tf_deepemd.layers.sfc import SFC
 from tf_deepemd.models.deepemd import DeepEMD
 from tf_deepemd.models.pretrain import PretrainClassifier
 
 ENCODERS = {"fcn": FCNEncoder, "grid": GridEncoder, "sampling": SamplingEncoder}
+HEADS = {"deepemd": DeepEMDHead, "protonet": ProtoNetHead, "cosine": CosineHead}
+PROTOTYPES = {"sfc": SFC, "mean": ClassMeanPrototypes}
+
+
+def _construct(layer_class, *args, **options):
+    return layer_class(*args, **options)
+
+
+def _layer(argument, choice, table, build_layer, *args, **options):
+    """``choice`` if it is a layer, else ``table[choice]`` built with ``options``."""
+    if isinstance(choice, keras.layers.Layer):
+        if options:
+            raise ValueError(
+                f"Options {sorted(options)} apply to a `{argument}` given by name, not to a "
+                f"{type(choice).__name__} layer."
+            )
+        return choice
+    if choice not in table:
+        raise ValueError(f"Unknown make_model {argument} {choice!r}; available: {sorted(table)}.")
+    return build_layer(table[choice], *args, **options)
 
 
 def _backbone(backbone, backbone_options):
@@ -18,7 +42,8 @@ def _backbone(backbone, backbone_options):
     return make_backbone(backbone, **(backbone_options or {}))
 
 
-def make_encoder(encoder="fcn", backbone="resnet12", *, backbone_options=None, **encoder_options):
+def make_encoder(encoder="fcn", backbone="resnet12", *, backbone_options=None,
+                 build_layer=_construct, **encoder_options):
     """A region encoder by name.
 
     Args:
@@ -26,40 +51,59 @@ def make_encoder(encoder="fcn", backbone="resnet12", *, backbone_options=None, *
       backbone: a registered backbone name (``make_backbone``) or a Keras
         layer to share (e.g. a pre-trained one).
       backbone_options: constructor arguments of a named backbone.
+      build_layer: ``(layer_class, *args, **options) -> layer``, how a layer
+        named here is constructed (see `make_model`).
       **encoder_options: constructor arguments of the encoder (e.g.
         ``feature_pyramid``, ``patch_list``, ``num_patches``).
     """
-    if encoder not in ENCODERS:
-        raise ValueError(f"Unknown encoder {encoder!r}; available: {sorted(ENCODERS)}.")
-    return ENCODERS[encoder](_backbone(backbone, backbone_options), **encoder_options)
+    return _layer(
+        "encoder", encoder, ENCODERS, build_layer, _backbone(backbone, backbone_options),
+        **encoder_options,
+    )
 
 
 def make_model(
     backbone="resnet12",
     encoder="fcn",
     head="deepemd",
+    prototypes=None,
     *,
+    way=None,
     backbone_options=None,
     encoder_options=None,
-    **model_options,
+    build_layer=_construct,
+    **head_options,
 ):
-    """A `DeepEMD` episode model.
+    """A `DeepEMD` episode model from names or layers.
 
     Args:
       backbone: backbone name (``'resnet12'``, ``'resnet12_small'``,
         ``'conv4'``) or a Keras layer to share.
-      encoder: ``'fcn'``, ``'grid'``, ``'sampling'``, or a built encoder
-        layer (then ``backbone`` arguments are ignored).
-      head: ``'deepemd'``, ``'protonet'`` or ``'cosine'``.
-      backbone_options, encoder_options: constructor arguments.
-      **model_options: `DeepEMD` arguments (``way``, ``temperature``,
-        ``k_shot``, ``sfc_steps``, ``sfc_lr``, ...).
+      encoder: ``'fcn'``, ``'grid'``, ``'sampling'``, or an encoder layer
+        (then ``backbone`` arguments are ignored).
+      head: ``'deepemd'`` (`DeepEMDHead`), ``'protonet'``, ``'cosine'``, or a
+        head layer.
+      prototypes: ``'sfc'`` (`SFC`), ``'mean'`` (`ClassMeanPrototypes`), a
+        prototype layer, or None: SFC for a `DeepEMDHead` (the official
+        k-shot method), the class mean for other heads.
+      way: `DeepEMD`'s fixed way (None: per episode).
+      backbone_options, encoder_options: constructor arguments of a
+        backbone or encoder given by name.
+      build_layer: ``(layer_class, *args, **options) -> layer``, how the
+        encoder, head and prototype layers given by name are constructed;
+        the tools pass gin's configurable constructors, so that bindings
+        such as ``SFC.learning_rate = 100.0`` apply.
+      **head_options: constructor arguments of a head given by name, e.g.
+        ``node_weights='uniform'``, ``gradient_mode='kkt'``, ``temperature``.
     """
     if not isinstance(encoder, keras.layers.Layer):
-        encoder = make_encoder(
-            encoder, backbone, backbone_options=backbone_options, **(encoder_options or {})
-        )
-    return DeepEMD(encoder, head=head, **model_options)
+        encoder = make_encoder(encoder, backbone, backbone_options=backbone_options,
+                               build_layer=build_layer, **(encoder_options or {}))
+    head = _layer("head", head, HEADS, build_layer, **head_options)
+    if prototypes is None:
+        prototypes = "sfc" if isinstance(head, DeepEMDHead) else "mean"
+    prototypes = _layer("prototypes", prototypes, PROTOTYPES, build_layer)
+    return DeepEMD(encoder, head, prototypes, way=way)
 
 
 def make_pretrain_model(backbone="resnet12", num_classes=64, *, backbone_options=None):

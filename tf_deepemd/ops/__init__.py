@@ -1,6 +1,7 @@
 """Pure tensor math of DeepEMD: no Keras state. Shapes are documented per function."""
 
 from tf_deepemd.ops.adaptive_pool import adaptive_avg_pool2d, adaptive_pool_matrix
+from tf_deepemd.ops.checks import check_support_labels
 from tf_deepemd.ops.crops import (
     crop_and_resize_boxes,
     grid_boxes,
@@ -15,7 +16,7 @@ from tf_deepemd.ops.cross_reference import (
 from tf_deepemd.ops.emd import EMDResult, default_num_shards, emd, solve_emd
 from tf_deepemd.ops.matching import DeepEMDMatch, deepemd_match
 from tf_deepemd.ops.sfc import fit_sfc
-from tf_deepemd.ops.prototypes import check_support_labels, class_means
+from tf_deepemd.ops.prototypes import class_means
 from tf_deepemd.ops.similarity import (
     center_nodes,
     cosine_similarity_map,

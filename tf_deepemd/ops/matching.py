@@ -19,6 +19,7 @@ import collections
 
 import tensorflow as tf
 
+from tf_deepemd.ops.checks import check_choice
 from tf_deepemd.ops.cross_reference import (
     cross_reference_weights,
     normalize_mass,
@@ -60,17 +61,13 @@ Fields (``...`` = leading dims shared by the inputs):
 
 def check_matching_options(node_weights, temperature, gradient_mode, l2_strength,
                            tolerance=None, max_iterations=100):
-    """Raises ValueError naming a bad option; shared by the Keras layers."""
+    """Raises ValueError naming a bad option of `deepemd_match`."""
     if tolerance is not None and not float(tolerance) > 0:
         raise ValueError(f"`tolerance` must be > 0, got {tolerance}.")
     if int(max_iterations) < 1:
         raise ValueError(f"`max_iterations` must be >= 1, got {max_iterations}.")
-    if node_weights not in NODE_WEIGHTS:
-        raise ValueError(f"`node_weights` must be one of {NODE_WEIGHTS}, got {node_weights!r}.")
-    if gradient_mode not in GRADIENT_MODES:
-        raise ValueError(
-            f"`gradient_mode` must be one of {GRADIENT_MODES}, got {gradient_mode!r}."
-        )
+    check_choice("node_weights", node_weights, NODE_WEIGHTS)
+    check_choice("gradient_mode", gradient_mode, GRADIENT_MODES)
     if not float(temperature) > 0:
         raise ValueError(f"`temperature` must be > 0, got {temperature}.")
     if not float(l2_strength) >= 0:
@@ -89,12 +86,10 @@ def matching_marginals(query_nodes, proto_nodes, node_weights="cross_reference")
       ``(source [..., Q, W, N] summing to N, target [..., Q, W, M] summing
       to M)``.
     """
-    if node_weights == "cross_reference":
-        source, target = cross_reference_weights(query_nodes, proto_nodes)
-        return normalize_mass(source), normalize_mass(target)
-    if node_weights == "uniform":
+    if check_choice("node_weights", node_weights, NODE_WEIGHTS) == "uniform":
         return uniform_weights(query_nodes, proto_nodes)
-    raise ValueError(f"`node_weights` must be one of {NODE_WEIGHTS}, got {node_weights!r}.")
+    source, target = cross_reference_weights(query_nodes, proto_nodes)
+    return normalize_mass(source), normalize_mass(target)
 
 
 def matching_similarity(query_nodes, proto_nodes):
@@ -138,10 +133,7 @@ def flow_logits(
     Returns:
       ``(logits [...], flow [..., N, M])``.
     """
-    if gradient_mode not in GRADIENT_MODES:
-        raise ValueError(
-            f"`gradient_mode` must be one of {GRADIENT_MODES}, got {gradient_mode!r}."
-        )
+    check_choice("gradient_mode", gradient_mode, GRADIENT_MODES)
     similarity = tf.convert_to_tensor(similarity)
     cost = 1.0 - similarity
     if gradient_mode == "stop_flow":

@@ -29,6 +29,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
+from tf_deepemd.ops.checks import check_choice
 from tf_deepemd.ops.matching import NODE_WEIGHTS, deepemd_match
 from tf_deepemd.retrieval.index import GalleryIndex, embed_images, global_features
 
@@ -134,8 +135,7 @@ def rerank(
       ``(candidates int32 [B, K], scores float32 [B, K])``, best first;
       scores are DeepEMD logits at temperature 1, in [-1, 1].
     """
-    if node_weights not in NODE_WEIGHTS:
-        raise ValueError(f"`node_weights` must be one of {NODE_WEIGHTS}, got {node_weights!r}.")
+    check_choice("node_weights", node_weights, NODE_WEIGHTS)
     query_nodes = tf.convert_to_tensor(query_nodes, tf.float32)
     gallery_nodes = tf.convert_to_tensor(gallery_nodes, tf.float32)
     step = _rerank_function(
@@ -187,8 +187,7 @@ class GallerySearch:
                 f"`shortlist_size` must be an integer in [1, {index.size}] (the gallery size), got "
                 f"{shortlist_size}."
             )
-        if node_weights not in NODE_WEIGHTS:
-            raise ValueError(f"`node_weights` must be one of {NODE_WEIGHTS}, got {node_weights!r}.")
+        check_choice("node_weights", node_weights, NODE_WEIGHTS)
         if int(query_batch_size) < 1:
             raise ValueError(f"`query_batch_size` must be >= 1, got {query_batch_size}.")
         if solver_tolerance is not None and not float(solver_tolerance) > 0:

@@ -1,75 +1,36 @@
 """The gin-bindable episode model of a run (`make_model`).
 
-The tools build their model through this one configurable; the Keras
-layers keep plain constructor arguments.
+``make_model.<argument>`` binds an argument of
+`tf_deepemd.models.make_model`: the method by name (``make_model.encoder =
+'grid'``, ``make_model.head = 'protonet'``, ``make_model.prototypes =
+'mean'``), the backbone, and options of a head given by name
+(``make_model.node_weights = 'uniform'``, ``make_model.gradient_mode =
+'kkt'``, ``make_model.temperature = ...``). The layers it builds by name
+are constructed by gin, so their own arguments bind by class name
+(``DeepEMDHead.l2_strength = 1e-6``, ``SFC.learning_rate = 100.0``); a
+``make_model`` head option overrides the same ``DeepEMDHead`` binding.
 """
 
 import gin
 
-from tf_deepemd.backbones.registry import available_backbones
 from tf_deepemd.models import factory
-from tf_deepemd.models.deepemd import HEADS, K_SHOT_MODES
-from tf_deepemd.ops.matching import GRADIENT_MODES, NODE_WEIGHTS
+
+CONFIGURABLE_LAYERS = (
+    *factory.ENCODERS.values(),
+    *factory.HEADS.values(),
+    *factory.PROTOTYPES.values(),
+)
+for _layer_class in CONFIGURABLE_LAYERS:
+    # Registered, not decorated: @gin.configurable on a Keras layer class
+    # breaks its construction (STACK.md).
+    gin.register(_layer_class, module="tf_deepemd")
+
+
+def _build_configured(layer_class, *args, **options):
+    return gin.get_configurable(layer_class)(*args, **options)
 
 
 @gin.configurable
-def make_model(
-    backbone="resnet12",
-    encoder="fcn",
-    head="deepemd",
-    backbone_options=None,
-    encoder_options=None,
-    node_weights="cross_reference",
-    gradient_mode="kkt",
-    temperature=None,
-    l2_strength=0.0,
-    solver_tolerance=None,
-    solver_max_iterations=100,
-    k_shot="sfc",
-    sfc_steps=100,
-    sfc_lr=100.0,
-    sfc_batch_size=4,
-    sfc_gradient_mode="stop_flow",
-):
-    """The episode model of a run (`tf_deepemd.models.make_model`), gin-bindable.
-
-    The method is chosen by ``encoder`` (``'fcn'``, ``'grid'``,
-    ``'sampling'``), ``head`` (``'deepemd'``, or the ``'protonet'`` /
-    ``'cosine'`` baselines) and ``node_weights`` (``'cross_reference'`` or
-    ``'uniform'``), one binding each. The other arguments are `DeepEMD`'s.
-    Every name is checked first (`check_model_settings`).
-    """
-    check_model_settings(backbone, encoder, head, node_weights, gradient_mode, k_shot)
-    return factory.make_model(
-        backbone=backbone,
-        encoder=encoder,
-        head=head,
-        backbone_options=backbone_options,
-        encoder_options=encoder_options,
-        node_weights=node_weights,
-        gradient_mode=gradient_mode,
-        temperature=temperature,
-        l2_strength=l2_strength,
-        solver_tolerance=solver_tolerance,
-        solver_max_iterations=solver_max_iterations,
-        k_shot=k_shot,
-        sfc_steps=sfc_steps,
-        sfc_lr=sfc_lr,
-        sfc_batch_size=sfc_batch_size,
-        sfc_gradient_mode=sfc_gradient_mode,
-    )
-
-
-def check_model_settings(backbone, encoder, head, node_weights, gradient_mode, k_shot):
-    """ValueError naming the binding for an unknown method component."""
-    choices = (
-        ("make_model.backbone", backbone, tuple(available_backbones())),
-        ("make_model.encoder", encoder, tuple(factory.ENCODERS)),
-        ("make_model.head", head, HEADS),
-        ("make_model.node_weights", node_weights, NODE_WEIGHTS),
-        ("make_model.gradient_mode", gradient_mode, GRADIENT_MODES),
-        ("make_model.k_shot", k_shot, K_SHOT_MODES),
-    )
-    for binding, value, allowed in choices:
-        if isinstance(value, str) and value not in allowed:
-            raise ValueError(f"Unknown {binding} {value!r}; expected one of {sorted(allowed)}.")
+def make_model(**options):
+    """The run's `tf_deepemd.models.make_model`, layers built with their gin bindings."""
+    return factory.make_model(build_layer=_build_configured, **options)

@@ -25,6 +25,7 @@ import tensorflow as tf
 from tf_deepemd.encoders.crop_encoder import CropEncoder
 from tf_deepemd.encoders.fcn import FCNEncoder
 from tf_deepemd.layers.deepemd_head import DeepEMDHead
+from tf_deepemd.ops.checks import check_choice
 from tf_deepemd.ops.matching import NODE_WEIGHTS
 from tf_deepemd.visualization.figures import as_display_image, new_figure, save_figure
 
@@ -146,8 +147,8 @@ def match_images(model, query_image, support_image, node_weights: Optional[str] 
             "the same size."
         )
     head = getattr(model, "head", None)
-    if node_weights is not None and node_weights not in NODE_WEIGHTS:
-        raise ValueError(f"`node_weights` must be one of {NODE_WEIGHTS}, got {node_weights!r}.")
+    if node_weights is not None:
+        check_choice("node_weights", node_weights, NODE_WEIGHTS)
     if not isinstance(head, DeepEMDHead):
         head = DeepEMDHead(node_weights=node_weights or "cross_reference")
     elif node_weights is not None and node_weights != head.node_weights:

@@ -1,0 +1,176 @@
+"""Input checks shared by the public entry points (layers, models, tools).
+
+Static checks (ranks, dtypes, known sizes) raise ``ValueError`` naming the
+argument at trace time; run-time checks (label values) attach
+``tf.debugging`` assertions to the returned tensor and raise
+``tf.errors.InvalidArgumentError`` when it runs. Each public boundary runs
+the checks of its own inputs once and calls the unchecked insides of the
+layers it composes only through their public boundary.
+"""
+
+import tensorflow as tf
+
+__all__ = [
+    "check_choice",
+    "check_labelled_set",
+    "check_labels",
+    "check_node_sets",
+    "check_rank",
+    "check_support_labels",
+    "check_support_set",
+    "class_counts",
+    "resolve_way",
+]
+
+NODE_LAYOUT = "[images, nodes, channels]"
+
+
+def check_choice(name, value, choices):
+    """ValueError naming ``name`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {tuple(choices)}, got {value!r}.")
+    return value
+
+
+def check_rank(tensor, name, rank, layout):
+    """ValueError unless ``tensor`` has rank ``rank`` (unknown rank passes)."""
+    if tensor.shape.rank is not None and tensor.shape.rank != rank:
+        raise ValueError(
+            f"`{name}` must have rank {rank} ({layout}), got shape {tensor.shape}."
+        )
+
+
+def check_labels(support_labels):
+    """ValueError unless ``support_labels`` is an integer tensor of rank 1; returns it."""
+    support_labels = tf.convert_to_tensor(support_labels)
+    rank = support_labels.shape.rank
+    if (rank is not None and rank != 1) or not support_labels.dtype.is_integer:
+        raise ValueError(
+            "`support_labels` must be an integer tensor of rank 1 ([S]), got "
+            f"{support_labels.dtype.name} of shape {support_labels.shape}."
+        )
+    return support_labels
+
+
+def check_labelled_set(items, labels, items_name, rank, layout):
+    """Static checks of a labelled set (support images or support nodes).
+
+    Args:
+      items: ``[S, ...]`` tensor of rank ``rank``; labels: integer ``[S]``.
+      items_name: the argument name of ``items`` in error messages.
+      rank, layout: the rank ``items`` must have and its axes, e.g.
+        ``4, '[images, height, width, channels]'``.
+
+    Returns:
+      ``(items, labels)`` as tensors.
+
+    Raises:
+      ValueError: wrong rank or dtype, an empty set, or label and item
+        counts that differ (where known statically).
+    """
+    items = tf.convert_to_tensor(items)
+    labels = check_labels(labels)
+    check_rank(items, items_name, rank, layout)
+    num_items, num_labels = items.shape[0] if items.shape.rank else None, labels.shape[0]
+    if num_items == 0 or num_labels == 0:
+        raise ValueError(f"Empty support set: `{items_name}` has 0 images.")
+    if num_items is not None and num_labels is not None and num_items != num_labels:
+        raise ValueError(
+            f"`support_labels` has {num_labels} entries but `{items_name}` has "
+            f"{num_items} images."
+        )
+    return items, labels
+
+
+def check_node_sets(query_nodes, proto_nodes, query_name="query_nodes", proto_name="proto_nodes"):
+    """Static checks of a ``([Q, N, C], [W, M, C])`` pair of node sets; returns tensors.
+
+    Raises ValueError naming the argument: wrong rank, non-float dtype,
+    a statically empty node axis, or channels or dtypes that differ.
+    """
+    query_nodes = tf.convert_to_tensor(query_nodes)
+    proto_nodes = tf.convert_to_tensor(proto_nodes)
+    for name, tensor in ((query_name, query_nodes), (proto_name, proto_nodes)):
+        check_rank(tensor, name, 3, NODE_LAYOUT)
+        if not tensor.dtype.is_floating:
+            raise ValueError(f"`{name}` must be a float tensor, got {tensor.dtype.name}.")
+        if tensor.shape.rank is not None and tensor.shape[1] == 0:
+            raise ValueError(f"`{name}` has no nodes (shape {tensor.shape}).")
+    cq, cp = query_nodes.shape[-1], proto_nodes.shape[-1]
+    if cq is not None and cp is not None and cq != cp:
+        raise ValueError(
+            f"Channel mismatch: `{query_name}` has {cq} channels, `{proto_name}` has {cp}."
+        )
+    if query_nodes.dtype != proto_nodes.dtype:
+        raise ValueError(
+            f"dtype mismatch: `{query_name}` is {query_nodes.dtype.name}, `{proto_name}` is "
+            f"{proto_nodes.dtype.name}."
+        )
+    return query_nodes, proto_nodes
+
+
+def class_counts(labels, way):
+    """int32 ``[way]``: how many labels fall in each class of ``[0, way)``."""
+    way = tf.cast(way, tf.int32)
+    return tf.math.bincount(tf.cast(labels, tf.int32), minlength=way, maxlength=way)
+
+
+def check_support_labels(support_labels, way):
+    """Asserts labels lie in ``[0, way)`` and every class has an example.
+
+    Returns the labels with the run-time checks attached (works eagerly and
+    inside `tf.function`; raises `tf.errors.InvalidArgumentError`).
+    """
+    support_labels = tf.convert_to_tensor(support_labels)
+    checks = [
+        tf.debugging.assert_non_negative(
+            support_labels, message="`support_labels` must be >= 0."
+        ),
+        tf.debugging.assert_less(
+            support_labels,
+            tf.cast(way, support_labels.dtype),
+            message="`support_labels` must be < `way`.",
+        ),
+    ]
+    with tf.control_dependencies(checks):
+        checks.append(
+            tf.debugging.assert_positive(
+                class_counts(support_labels, way),
+                message="Every class in [0, `way`) needs a support example.",
+            )
+        )
+    with tf.control_dependencies(checks):
+        return tf.identity(support_labels)
+
+
+def resolve_way(support_labels, way):
+    """``way`` as given, or ``max(support_labels) + 1``; asserts a non-empty set at run time."""
+    if way is not None:
+        return way
+    nonempty = tf.debugging.assert_positive(
+        tf.size(support_labels), message="Empty support set: `support_labels` is empty."
+    )
+    with tf.control_dependencies([nonempty]):
+        return tf.reduce_max(support_labels) + 1
+
+
+def check_support_set(support_nodes, support_labels, way=None):
+    """All checks of a labelled support node set, for layers that build prototypes.
+
+    Args:
+      support_nodes: float ``[S, M, C]``; support_labels: integer ``[S]``.
+      way: int, int scalar tensor, or None for ``max(support_labels) + 1``.
+
+    Returns:
+      ``(support_nodes, support_labels, way)``, the labels carrying the
+      run-time checks of `check_support_labels`.
+    """
+    support_nodes, support_labels = check_labelled_set(
+        support_nodes, support_labels, "support_nodes", 3, NODE_LAYOUT
+    )
+    if not support_nodes.dtype.is_floating:
+        raise ValueError(
+            f"`support_nodes` must be a float tensor, got {support_nodes.dtype.name}."
+        )
+    way = resolve_way(support_labels, way)
+    return support_nodes, check_support_labels(support_labels, way), way
