@@ -1,0 +1,268 @@
+"""The solver's public API: `solve_emd`, `emd`, `EMDResult`; input validation
+and the flattening of the broadcast batch."""
+
+import collections
+
+import numpy as np
+import tensorflow as tf
+
+from tf_deepemd.ops.emd import balancing, loop
+
+EMDResult = collections.namedtuple(
+    "EMDResult",
+    [
+        "flow",
+        "transport_cost",
+        "distance",
+        "source_potentials",
+        "target_potentials",
+        "converged",
+        "num_iterations",
+    ],
+)
+EMDResult.__doc__ = """Solution of a batch of EMD problems (see `solve_emd`).
+
+Fields (`...` = the broadcast batch shape, dtype = the input dtype):
+  flow: [..., N, M] optimal transport plan.
+  transport_cost: [...] `sum(cost * flow)` (the work; no L2 term).
+  distance: [...] `transport_cost / sum(flow)`, Rubner's Earth Mover's
+    Distance (0 where no mass moves). `cv2.EMD` returns the same for equal
+    totals; for unequal ones it divides by the larger total instead.
+  source_potentials: [..., N], target_potentials: [..., M] dual potentials
+    (u, v) of the balanced problem; for the linear program
+    `cost[i, j] >= u[i] + v[j]` with equality wherever flow > 0, and
+    `transport_cost == sum(u * source_weights) + sum(v * target_weights)`.
+    Balanced problems leave a constant free (u + t, v - t); it is fixed so
+    that both sums are equal. Not differentiable (stop-gradient).
+  converged: [...] bool, whether the tolerance was met within
+    `max_iterations`.
+  num_iterations: scalar int32, interior-point iterations run for the batch.
+"""
+
+
+def solve_emd(
+    cost,
+    source_weights,
+    target_weights,
+    *,
+    l2_strength=0.0,
+    tolerance=None,
+    max_iterations=100,
+    num_shards=None,
+    validate_args=True,
+    name=None,
+):
+    """Solves a batch of EMD (transportation) problems; see the module docstring.
+
+    Args:
+      cost: [..., N, M] float tensor (float16/32/64), cost of moving a unit of
+        mass from source node i to target node j.
+      source_weights: [..., N] non-negative masses of the source nodes.
+      target_weights: [..., M] non-negative masses of the target nodes. The
+        batch dimensions of the three inputs broadcast against each other.
+      l2_strength: float >= 0; adds `l2_strength / 2 * ||flow||^2` to the
+        objective (the official DeepEMD 'L2' form). May be a scalar tensor.
+      tolerance: stopping tolerance on the duality gap and the residuals of
+        the problem rescaled to unit total mass and unit cost range; default
+        1e-10 for float64 and 1e-7 for lower precision inputs.
+      max_iterations: cap on interior-point iterations (typically 10-25 are
+        needed); problems still above the tolerance then report
+        `converged=False`.
+      num_shards: inside a `tf.function`, the batch is split into this many
+        parts, each solved by its own loop, which TensorFlow's inter-op
+        thread pool runs concurrently (the operations of one loop are too
+        small to parallelise internally). Eager calls solve the batch in one
+        loop. Default: `default_num_shards()`.
+      validate_args: check at run time that the cost is finite and the weights
+        are finite and non-negative (tf.errors.InvalidArgumentError otherwise).
+      name: name scope.
+
+    Returns:
+      An `EMDResult`. Computation is in float64 whatever the input dtype; the
+      outputs have the input dtype. `flow`, `transport_cost` and `distance`
+      are differentiable with respect to all three inputs (KKT gradient).
+
+    Raises:
+      ValueError: on non-float inputs, wrong ranks or mismatched shapes.
+    """
+    with tf.name_scope(name or "solve_emd"):
+        cost, source_weights, target_weights = _converted_inputs(
+            cost, source_weights, target_weights
+        )
+        dtype = cost.dtype
+        num_rows, num_cols = _check_shapes(cost, source_weights, target_weights)
+        l2_strength, linear = _checked_l2_strength(l2_strength)
+        if max_iterations < 1:
+            raise ValueError(f"max_iterations must be >= 1, got {max_iterations}.")
+        num_shards = loop.default_num_shards() if num_shards is None else int(num_shards)
+        if num_shards < 1:
+            raise ValueError(f"num_shards must be >= 1, got {num_shards}.")
+        if tolerance is None:
+            tolerance = balancing.default_tolerance(dtype)
+        elif not tolerance > 0:
+            raise ValueError(f"tolerance must be > 0, got {tolerance}.")
+        if validate_args:
+            with tf.control_dependencies(
+                _runtime_checks(cost, source_weights, target_weights, l2_strength)
+            ):
+                cost = tf.identity(cost)
+
+        batch_shape = tf.broadcast_dynamic_shape(
+            tf.broadcast_dynamic_shape(tf.shape(cost)[:-2], tf.shape(source_weights)[:-1]),
+            tf.shape(target_weights)[:-1],
+        )
+        flat_cost, flat_source, flat_target = _flattened(
+            batch_shape, cost, source_weights, target_weights
+        )
+        # The Schur complement is taken over the columns: put the smaller side there.
+        transpose = num_rows is not None and num_cols is not None and num_rows < num_cols
+        if transpose:
+            problem = (tf.linalg.matrix_transpose(flat_cost), flat_target, flat_source)
+        else:
+            problem = (flat_cost, flat_source, flat_target)
+        solution = balancing.solve_flat(
+            *problem,
+            None if linear else l2_strength,
+            balance_threshold=balancing.balance_threshold(dtype),
+            tolerance=tolerance,
+            max_iterations=max_iterations,
+            num_shards=num_shards,
+        )
+        flow = solution.flow
+        source_potentials, target_potentials = (solution.source_potentials,
+                                                solution.target_potentials)
+        if transpose:
+            flow = tf.linalg.matrix_transpose(flow)
+            source_potentials, target_potentials = target_potentials, source_potentials
+
+        transport_cost = tf.reduce_sum(flat_cost * flow, axis=[-2, -1])
+        distance = tf.math.divide_no_nan(transport_cost, tf.reduce_sum(flow, axis=[-2, -1]))
+
+        def unflatten(value, event_shape):
+            return tf.cast(tf.reshape(value, tf.concat([batch_shape, event_shape], 0)), dtype)
+
+        num_rows, num_cols = tf.shape(cost)[-2], tf.shape(cost)[-1]
+        return EMDResult(
+            flow=unflatten(flow, [num_rows, num_cols]),
+            transport_cost=unflatten(transport_cost, []),
+            distance=unflatten(distance, []),
+            source_potentials=unflatten(source_potentials, [num_rows]),
+            target_potentials=unflatten(target_potentials, [num_cols]),
+            converged=tf.reshape(solution.converged, batch_shape),
+            num_iterations=solution.num_iterations,
+        )
+
+
+def emd(
+    cost,
+    source_weights,
+    target_weights,
+    *,
+    l2_strength=0.0,
+    tolerance=None,
+    max_iterations=100,
+    num_shards=None,
+    validate_args=True,
+    name=None,
+):
+    """Optimal flow of a batch of EMD problems: `solve_emd(...).flow`.
+
+    Args and semantics as `solve_emd`. Returns the flow [..., N, M] in the
+    dtype of `cost`, differentiable with respect to all three inputs.
+    """
+    return solve_emd(
+        cost,
+        source_weights,
+        target_weights,
+        l2_strength=l2_strength,
+        tolerance=tolerance,
+        max_iterations=max_iterations,
+        num_shards=num_shards,
+        validate_args=validate_args,
+        name=name or "emd",
+    ).flow
+
+
+def _converted_inputs(cost, source_weights, target_weights):
+    """Tensors of the cost's floating dtype."""
+    cost = tf.convert_to_tensor(cost, name="cost")
+    if not cost.dtype.is_floating:
+        raise ValueError(f"cost must be a floating-point tensor, got dtype {cost.dtype.name}.")
+    converted = []
+    for arg_name, value in (("source_weights", source_weights),
+                            ("target_weights", target_weights)):
+        value = tf.convert_to_tensor(value, name=arg_name)
+        if not value.dtype.is_floating and not value.dtype.is_integer:
+            raise ValueError(f"{arg_name} must be numeric, got dtype {value.dtype.name}.")
+        converted.append(tf.cast(value, cost.dtype))
+    return (cost, *converted)
+
+
+def _checked_l2_strength(l2_strength):
+    """(float64 scalar tensor, whether it is statically 0: the linear program)."""
+    static_l2 = tf.get_static_value(l2_strength)
+    if static_l2 is not None and (np.any(np.isnan(static_l2)) or np.any(static_l2 < 0)):
+        raise ValueError(f"l2_strength must be >= 0, got {static_l2}.")
+    l2_strength = tf.convert_to_tensor(l2_strength, dtype=tf.float64, name="l2_strength")
+    if l2_strength.shape.rank != 0:
+        raise ValueError(f"l2_strength must be a scalar, got shape {l2_strength.shape}.")
+    # A statically zero L2 weight selects the cheaper LP iteration.
+    return l2_strength, static_l2 is not None and static_l2 == 0
+
+
+def _check_shapes(cost, source_weights, target_weights):
+    """Static shape checks; returns (N, M) as Python ints or None."""
+    if cost.shape.rank is not None and cost.shape.rank < 2:
+        raise ValueError(f"cost must have shape [..., N, M], got shape {cost.shape}.")
+    for arg_name, weights in (("source_weights", source_weights), ("target_weights", target_weights)):
+        if weights.shape.rank is not None and weights.shape.rank < 1:
+            raise ValueError(f"{arg_name} must have shape [..., K], got a scalar.")
+    num_rows, num_cols = cost.shape[-2], cost.shape[-1]
+    for arg_name, weights, size, axis_name in (
+        ("source_weights", source_weights, num_rows, "N = cost.shape[-2]"),
+        ("target_weights", target_weights, num_cols, "M = cost.shape[-1]"),
+    ):
+        if size is not None and weights.shape[-1] is not None and weights.shape[-1] != size:
+            raise ValueError(
+                f"{arg_name} must have shape [..., {size}] ({axis_name}), "
+                f"got shape {weights.shape}."
+            )
+    try:
+        tf.broadcast_static_shape(
+            tf.broadcast_static_shape(cost.shape[:-2], source_weights.shape[:-1]),
+            target_weights.shape[:-1],
+        )
+    except ValueError as error:
+        raise ValueError(
+            "The batch dimensions of cost [..., N, M], source_weights [..., N] and "
+            f"target_weights [..., M] do not broadcast: {cost.shape}, "
+            f"{source_weights.shape}, {target_weights.shape}."
+        ) from error
+    return num_rows, num_cols
+
+
+def _runtime_checks(cost, source_weights, target_weights, l2_strength):
+    return [
+        tf.debugging.assert_all_finite(cost, "cost must be finite (no NaN or Inf)."),
+        tf.debugging.assert_non_negative(
+            source_weights, "source_weights must be non-negative (and not NaN)."
+        ),
+        tf.debugging.assert_non_negative(
+            target_weights, "target_weights must be non-negative (and not NaN)."
+        ),
+        tf.debugging.assert_all_finite(source_weights, "source_weights must be finite."),
+        tf.debugging.assert_all_finite(target_weights, "target_weights must be finite."),
+        tf.debugging.assert_non_negative(l2_strength, "l2_strength must be >= 0."),
+    ]
+
+
+def _flattened(batch_shape, cost, source_weights, target_weights):
+    """[B, N, M], [B, N], [B, M] float64: the broadcast batch on one axis."""
+    num_rows, num_cols = tf.shape(cost)[-2], tf.shape(cost)[-1]
+
+    def flatten(value, event_shape):
+        value = tf.broadcast_to(value, tf.concat([batch_shape, event_shape], 0))
+        return tf.cast(tf.reshape(value, tf.concat([[-1], event_shape], 0)), tf.float64)
+
+    return (flatten(cost, [num_rows, num_cols]), flatten(source_weights, [num_rows]),
+            flatten(target_weights, [num_cols]))
