@@ -9,7 +9,9 @@ into the model dir: ``results.json`` (test accuracy and 95 % CI in %),
 ``config.gin`` and ``operative_config.gin``, and per stage ``log.csv``,
 ``tensorboard/`` event files, ``best.weights.h5`` and the resume
 checkpoints. Interrupt it and run the same command again: finished stages
-are skipped and the interrupted one continues after its last full epoch.
+are skipped, the interrupted one continues after its last full epoch (the
+test after its last saved episode) and ends as an uninterrupted run would;
+other settings under an existing model dir are refused, naming them.
 A configuration error is printed as one line (exit code 2); any other
 error with its traceback.
 """

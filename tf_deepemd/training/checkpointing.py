@@ -42,7 +42,13 @@ class ResumeState:
     def __init__(self, files, model, optimizer, max_to_keep=2):
         self.stage = files.stage
         self.epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
-        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epochs_done=self.epochs_done)
+        # Every weight by position, not `model=model`: a TF checkpoint of a
+        # Keras 3 model tracks only the model's own variables, so the
+        # sub-layers' non-trainable ones (batch norm's moving statistics)
+        # were lost, and the trainable ones kept only through the optimizer.
+        checkpoint = tf.train.Checkpoint(
+            weights=list(model.weights), optimizer=optimizer, epochs_done=self.epochs_done
+        )
         self.manager = tf.train.CheckpointManager(checkpoint, files.resume_dir, max_to_keep=max_to_keep)
 
     def restore(self):

@@ -32,9 +32,8 @@ import tensorflow as tf
 from tf_deepemd import run_folder
 from tf_deepemd.models.naming import method_name
 from tf_deepemd.run_folder import META_TRAIN, PRETRAIN, STAGES, TEST, StageFiles
-from tf_deepemd.training import meta_train, pretrain
+from tf_deepemd.training import meta_train, pretrain, settings_record, test_stage
 from tf_deepemd.training.data_source import DataSource
-from tf_deepemd.training.evaluate import EpisodeEvaluator
 from tf_deepemd.training.launch import configuration_checks
 from tf_deepemd.training.model_config import make_model
 from tf_deepemd.training.stage import run_stage
@@ -57,6 +56,7 @@ class PreparedRun:
       pretrain, meta_train: ``(settings, data)`` of the stages to train,
         else None.
       test_episodes: the test stage's episodes, else None.
+      test_shape: their ``(split, way, shot, query)``.
       test_weights: weights to test when no stage trains in this run.
     """
 
@@ -68,6 +68,7 @@ class PreparedRun:
     pretrain: Optional[tuple] = None
     meta_train: Optional[tuple] = None
     test_episodes: Optional[tf.data.Dataset] = None
+    test_shape: Optional[tuple] = None
     test_weights: Optional[str] = None
 
     @property
@@ -112,6 +113,7 @@ def prepare_run(model_dir, data_source, stages, way, shot, query, test_split, te
         run.meta_train = meta_settings, meta_train.build_data(meta_settings, data_source, way, shot)
     if TEST in stages:
         run.test_episodes = data_source.episodes(test_split, way, shot, query, test_episodes, seed_offset=4)
+        run.test_shape = (test_split, int(way), int(shot), int(query))
         run.test_weights = test_weights
         if not (test_weights or run.pretrain or run.meta_train):
             run.test_weights = run_folder.trained_weights(model_dir) or init_weights
@@ -149,11 +151,15 @@ def train_stages(run, init_weights, verbose, callbacks, stage_callbacks):
     return summary
 
 
-def test_model(run, weights, test_episodes):
-    """The test stage: accuracy of ``weights`` on the test episodes (`EpisodeAccuracy`)."""
+def test_model(run, weights, test_episodes, results_file, callbacks):
+    """The test stage: accuracy of ``weights`` on the test episodes, resumable (`test_stage`)."""
     run.model.load_weights(weights)
     log.info("test: %d episodes with %s", test_episodes, weights)
-    scores = EpisodeEvaluator(run.model)(run.test_episodes, log_every=max(1, min(500, test_episodes // 10)))
+    identity = dict(test_stage.weights_identity(weights), data=repr(run.data_source),
+                    episode_shape=list(run.test_shape), episodes=int(test_episodes))
+    progress = test_stage.TestProgress(test_stage.progress_path(run.root, results_file), identity)
+    scores = test_stage.run_test(run.model, run.test_episodes, int(test_episodes), progress, callbacks,
+                                 log_every=max(1, min(500, test_episodes // 10)))
     log.info(
         "test: accuracy %.2f +- %.2f %% over %d episodes, %.2f episodes/s",
         scores.accuracy, scores.ci95, scores.episodes, scores.episodes_per_second,
@@ -194,7 +200,8 @@ def run_experiment(
 
     Args:
       model_dir: the run's folder (created); rerunning the same command in
-        it resumes an interrupted stage and skips finished ones.
+        it resumes an interrupted stage (the test too) and skips finished
+        ones; training under other settings is refused (`settings_record`).
       dataset: registered dataset name (`tf_deepemd.data.list_datasets()`).
       data_dir: where that dataset is (every pipeline of the run reads it).
       dataset_options: reader options, e.g. ``{'images_per_class': 60}``.
@@ -210,7 +217,8 @@ def run_experiment(
       seed: seeds the weights' initialisation and every pipeline.
       results_file: name of the results JSON inside ``model_dir``.
       verbose: Keras progress output (1 bars, 2 one line per epoch).
-      callbacks: extra Keras callbacks for the training stages.
+      callbacks: extra Keras callbacks for the training stages; the test
+        stage reports each episode to their predict hooks (`test_stage`).
       stage_callbacks: ``StageFiles -> callbacks`` run at the end of each
         training epoch after the stage's logs are written (the tools pass
         the accuracy plot, `tf_deepemd.visualization.AccuracyPlot`).
@@ -224,6 +232,7 @@ def run_experiment(
       ConfigurationError: (a ValueError) a bad configuration, before any
         heavy work or any file is written.
     """
+    arguments = dict(locals())
     start = time.perf_counter()
     stages = tuple(stages)
     with configuration_checks():
@@ -235,9 +244,12 @@ def run_experiment(
         data_source = DataSource(dataset, data_dir, int(image_size), dict(dataset_options or {}), int(seed))
         run = prepare_run(model_dir, data_source, stages, way, shot, query, test_split, test_episodes,
                           init_weights, test_weights, strategy)
+        if not writes_run_folder(run.strategy):
+            run.root = tempfile.mkdtemp(prefix="tf_deepemd_worker_")
+        elif run.pretrain or run.meta_train:
+            # A training run resumes its folder only under the same settings.
+            settings_record.check_or_record(model_dir, settings_record.current_settings(arguments))
     replicas = run.strategy.num_replicas_in_sync
-    if not writes_run_folder(run.strategy):
-        run.root = tempfile.mkdtemp(prefix="tf_deepemd_worker_")
     log.info(
         "run %s: %s, %s, %d-way %d-shot, %d px, stages %s, %d replica(s)",
         model_dir, dataset, method_name(run.model), way, shot, image_size, ", ".join(stages), replicas,
@@ -252,7 +264,7 @@ def run_experiment(
         if run.test_episodes is not None:
             trained = [summary["weights"] for summary in results["stages"].values()]
             weights = run.test_weights or (trained[-1] if trained else None)
-            scores = test_model(run, weights, test_episodes)
+            scores = test_model(run, weights, test_episodes, results_file, callbacks)
             results.update(
                 dataset=dataset, split=test_split, method=method_name(run.model), way=int(way),
                 shot=int(shot), query=int(query), image_size=int(image_size),

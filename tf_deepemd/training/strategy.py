@@ -22,6 +22,7 @@ import os
 
 import gin
 import keras
+import numpy as np
 import tensorflow as tf
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
@@ -112,26 +113,23 @@ class SyncMovingStatistics(keras.callbacks.Callback):
     def __init__(self, strategy):
         super().__init__()
         self.strategy = strategy
-        self._sync = None
 
     def on_epoch_end(self, epoch, logs=None):
         if self.strategy.num_replicas_in_sync == 1:
             return
-        if self._sync is None:
-            variables = [v for v in self.model.non_trainable_variables
-                         if v.aggregation == "none" and "float" in str(v.dtype)]
-
-            @tf.function
-            def sync():
-                def average():
-                    context = tf.distribute.get_replica_context()
-                    for variable in variables:
-                        variable.assign(context.all_reduce("MEAN", variable.value))
-
-                self.strategy.run(average)
-
-            self._sync = sync
-        self._sync()
+        variables = [v for v in self.model.non_trainable_variables
+                     if v.aggregation == "none" and "float" in str(v.dtype)]
+        if not variables:
+            return
+        # One all-reduce of all of them, flattened into one float32 vector.
+        local = self.strategy.run(
+            lambda: tf.concat([tf.reshape(tf.cast(v.value, tf.float32), [-1]) for v in variables], 0))
+        mean = self.strategy.reduce("MEAN", local, axis=None)
+        offset = 0
+        for variable in variables:
+            size = int(np.prod(variable.shape))
+            variable.assign(tf.cast(tf.reshape(mean[offset:offset + size], variable.shape), variable.dtype))
+            offset += size
 
 
 def split_logical_cpus(count):
