@@ -10,6 +10,10 @@ One concept per module:
 * `pretrain`, `meta_train`: the two training stages: settings, data and
   what each compiles and fits;
 * `evaluate`: accuracy over N episodes with the 95 % confidence interval;
+* `test_stage`: the test, resumable from per-episode accuracies saved as
+  it goes;
+* `settings_record`: the settings a run folder was made with (a training
+  run under other ones is refused);
 * `checkpointing`: resume after a kill, best-model checkpoints, finished
   stages skipped;
 * `strategy`: ``'default'`` / ``'mirrored'`` / ``'multi_worker'``;
