@@ -44,7 +44,7 @@ def write_saved_model(model, path: str, image_size: int, normalization: Normaliz
     """
     endpoints = signatures.ServingSignatures(model, image_size, normalization).endpoints()
     archive = keras.export.ExportArchive()
-    archive.track(model)
+    model.track_for_export(archive)
     for name, (function, input_signature) in endpoints.items():
         archive.add_endpoint(name, function, input_signature=input_signature)
     archive.write_out(path, verbose=False)

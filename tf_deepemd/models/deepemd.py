@@ -114,14 +114,15 @@ class DeepEMD(keras.Model):
 
     def __init__(self, encoder, head, prototypes=None, way=None, **kwargs):
         super().__init__(**kwargs)
+        prototypes = ClassMeanPrototypes() if prototypes is None else prototypes
         for name, layer in (("encoder", encoder), ("head", head), ("prototypes", prototypes)):
-            if layer is not None and not isinstance(layer, keras.layers.Layer):
+            if not isinstance(layer, keras.layers.Layer):
                 raise ValueError(f"`{name}` must be a Keras layer, got {type(layer).__name__}.")
         if way is not None and int(way) < 1:
             raise ValueError(f"`way` must be >= 1 or None, got {way}.")
         self.encoder = encoder
         self.head = head
-        self.prototypes = ClassMeanPrototypes() if prototypes is None else prototypes
+        self.prototypes = prototypes
         self.way = None if way is None else int(way)
         # The solver's layers opt out of XLA (slow for it on CPU, STACK.md).
         self.supports_jit = all(

@@ -3,9 +3,10 @@
 Static checks (ranks, dtypes, known sizes) raise ``ValueError`` naming the
 argument at trace time; run-time checks (label values) attach
 ``tf.debugging`` assertions to the returned tensor and raise
-``tf.errors.InvalidArgumentError`` when it runs. Each public boundary runs
-the checks of its own inputs once and calls the unchecked insides of the
-layers it composes only through their public boundary.
+``tf.errors.InvalidArgumentError`` when it runs. Each public boundary checks
+its own inputs once: `DeepEMD` the episode, a head its two node sets, a
+prototype layer its support set; a composite leaves to its layers the
+checks of what it passes them.
 """
 
 import tensorflow as tf
@@ -15,7 +16,9 @@ __all__ = [
     "check_labelled_set",
     "check_labels",
     "check_node_sets",
+    "check_nodes",
     "check_rank",
+    "check_same_channels",
     "check_support_labels",
     "check_support_set",
     "class_counts",
@@ -71,7 +74,8 @@ def check_labelled_set(items, labels, items_name, rank, layout):
     items = tf.convert_to_tensor(items)
     labels = check_labels(labels)
     check_rank(items, items_name, rank, layout)
-    num_items, num_labels = items.shape[0] if items.shape.rank else None, labels.shape[0]
+    num_items = items.shape[0] if items.shape.rank else None
+    num_labels = labels.shape[0] if labels.shape.rank else None
     if num_items == 0 or num_labels == 0:
         raise ValueError(f"Empty support set: `{items_name}` has 0 images.")
     if num_items is not None and num_labels is not None and num_items != num_labels:
@@ -82,31 +86,49 @@ def check_labelled_set(items, labels, items_name, rank, layout):
     return items, labels
 
 
+def check_nodes(nodes, name, min_rank=3):
+    """ValueError unless ``nodes`` is a float tensor of rank >= ``min_rank`` ([..., nodes, channels]).
+
+    Returns it as a tensor (unknown rank passes).
+    """
+    nodes = tf.convert_to_tensor(nodes)
+    rank = nodes.shape.rank
+    if rank is not None and rank < min_rank:
+        raise ValueError(
+            f"`{name}` must have rank >= {min_rank} ([..., nodes, channels]), got shape "
+            f"{nodes.shape}."
+        )
+    if not nodes.dtype.is_floating:
+        raise ValueError(f"`{name}` must be a float tensor, got {nodes.dtype.name}.")
+    return nodes
+
+
+def check_same_channels(a, b, name_a, name_b):
+    """ValueError unless ``a`` and ``b`` have the same (known) last dim and the same dtype."""
+    ca, cb = a.shape[-1], b.shape[-1]
+    if ca is not None and cb is not None and ca != cb:
+        raise ValueError(f"Channel mismatch: `{name_a}` has {ca} channels, `{name_b}` has {cb}.")
+    if a.dtype != b.dtype:
+        raise ValueError(
+            f"dtype mismatch: `{name_a}` is {a.dtype.name}, `{name_b}` is {b.dtype.name}."
+        )
+
+
 def check_node_sets(query_nodes, proto_nodes, query_name="query_nodes", proto_name="proto_nodes"):
     """Static checks of a ``([Q, N, C], [W, M, C])`` pair of node sets; returns tensors.
 
     Raises ValueError naming the argument: wrong rank, non-float dtype,
     a statically empty node axis, or channels or dtypes that differ.
     """
-    query_nodes = tf.convert_to_tensor(query_nodes)
-    proto_nodes = tf.convert_to_tensor(proto_nodes)
-    for name, tensor in ((query_name, query_nodes), (proto_name, proto_nodes)):
-        check_rank(tensor, name, 3, NODE_LAYOUT)
-        if not tensor.dtype.is_floating:
-            raise ValueError(f"`{name}` must be a float tensor, got {tensor.dtype.name}.")
-        if tensor.shape.rank is not None and tensor.shape[1] == 0:
-            raise ValueError(f"`{name}` has no nodes (shape {tensor.shape}).")
-    cq, cp = query_nodes.shape[-1], proto_nodes.shape[-1]
-    if cq is not None and cp is not None and cq != cp:
-        raise ValueError(
-            f"Channel mismatch: `{query_name}` has {cq} channels, `{proto_name}` has {cp}."
-        )
-    if query_nodes.dtype != proto_nodes.dtype:
-        raise ValueError(
-            f"dtype mismatch: `{query_name}` is {query_nodes.dtype.name}, `{proto_name}` is "
-            f"{proto_nodes.dtype.name}."
-        )
-    return query_nodes, proto_nodes
+    node_sets = []
+    for name, nodes in ((query_name, query_nodes), (proto_name, proto_nodes)):
+        nodes = tf.convert_to_tensor(nodes)
+        check_rank(nodes, name, 3, NODE_LAYOUT)
+        node_sets.append(check_nodes(nodes, name))
+        if nodes.shape.rank is not None and nodes.shape[1] == 0:
+            raise ValueError(f"`{name}` has no nodes (shape {nodes.shape}).")
+    check_same_channels(*node_sets, query_name, proto_name)
+    return tuple(node_sets)
 
 
 def class_counts(labels, way):
@@ -168,9 +190,6 @@ def check_support_set(support_nodes, support_labels, way=None):
     support_nodes, support_labels = check_labelled_set(
         support_nodes, support_labels, "support_nodes", 3, NODE_LAYOUT
     )
-    if not support_nodes.dtype.is_floating:
-        raise ValueError(
-            f"`support_nodes` must be a float tensor, got {support_nodes.dtype.name}."
-        )
+    check_nodes(support_nodes, "support_nodes")
     way = resolve_way(support_labels, way)
     return support_nodes, check_support_labels(support_labels, way), way

@@ -13,7 +13,7 @@ so ``(source[..., q, w, :], target[..., q, w, :])`` are the marginals of the
 
 import tensorflow as tf
 
-from tf_deepemd.ops.similarity import _check_nodes, _check_same_channels
+from tf_deepemd.ops.checks import check_nodes, check_same_channels
 
 
 def cross_reference_weights(query_nodes, proto_nodes, floor=1e-3):
@@ -39,9 +39,9 @@ def cross_reference_weights(query_nodes, proto_nodes, floor=1e-3):
     Returns:
       ``(source [..., Q, W, N], target [..., Q, W, M])``.
     """
-    query_nodes = _check_nodes(query_nodes, "query_nodes")
-    proto_nodes = _check_nodes(proto_nodes, "proto_nodes")
-    _check_same_channels(query_nodes, proto_nodes, "query_nodes", "proto_nodes")
+    query_nodes = check_nodes(query_nodes, "query_nodes")
+    proto_nodes = check_nodes(proto_nodes, "proto_nodes")
+    check_same_channels(query_nodes, proto_nodes, "query_nodes", "proto_nodes")
     query_mean = tf.reduce_mean(query_nodes, axis=-2)  # [..., Q, C]
     proto_mean = tf.reduce_mean(proto_nodes, axis=-2)  # [..., W, C]
     floor = tf.cast(floor, query_nodes.dtype)
@@ -63,9 +63,9 @@ def uniform_weights(query_nodes, proto_nodes):
     Returns:
       ``(ones [..., Q, W, N], ones [..., Q, W, M])``.
     """
-    query_nodes = _check_nodes(query_nodes, "query_nodes")
-    proto_nodes = _check_nodes(proto_nodes, "proto_nodes")
-    _check_same_channels(query_nodes, proto_nodes, "query_nodes", "proto_nodes")
+    query_nodes = check_nodes(query_nodes, "query_nodes")
+    proto_nodes = check_nodes(proto_nodes, "proto_nodes")
+    check_same_channels(query_nodes, proto_nodes, "query_nodes", "proto_nodes")
     # Summing zeros of both inputs broadcasts their leading dims exactly as
     # the einsums of `cross_reference_weights` do.
     q = tf.zeros_like(query_nodes[..., :, None, :, 0])  # [..., Q, 1, N]
@@ -89,6 +89,6 @@ def normalize_mass(weights):
     Returns:
       Same shape and dtype, each ``[..., :]`` summing to ``n``.
     """
-    weights = _check_nodes(weights, "weights", min_rank=1)
+    weights = check_nodes(weights, "weights", min_rank=1)
     n = tf.cast(tf.shape(weights)[-1], weights.dtype)
     return weights * n / tf.reduce_sum(weights, axis=-1, keepdims=True)

@@ -8,32 +8,7 @@ of their inputs (float16/32/64).
 
 import tensorflow as tf
 
-
-def _check_nodes(tensor, name, min_rank=3):
-    """Converts to a float tensor and checks its static rank."""
-    tensor = tf.convert_to_tensor(tensor)
-    rank = tensor.shape.rank
-    if rank is not None and rank < min_rank:
-        raise ValueError(
-            f"`{name}` must have rank >= {min_rank} ([..., nodes, channels]), "
-            f"got shape {tensor.shape}."
-        )
-    if not tensor.dtype.is_floating:
-        raise ValueError(f"`{name}` must be a float tensor, got {tensor.dtype}.")
-    return tensor
-
-
-def _check_same_channels(a, b, name_a, name_b):
-    ca, cb = a.shape[-1], b.shape[-1]
-    if ca is not None and cb is not None and ca != cb:
-        raise ValueError(
-            f"Channel mismatch: `{name_a}` has {ca} channels, `{name_b}` has {cb}."
-        )
-    if a.dtype != b.dtype:
-        raise ValueError(
-            f"dtype mismatch: `{name_a}` is {a.dtype.name}, `{name_b}` is "
-            f"{b.dtype.name}."
-        )
+from tf_deepemd.ops.checks import check_nodes, check_same_channels
 
 
 def center_nodes(nodes):
@@ -49,7 +24,7 @@ def center_nodes(nodes):
     Returns:
       Same shape and dtype as ``nodes``.
     """
-    nodes = _check_nodes(nodes, "nodes", min_rank=1)
+    nodes = check_nodes(nodes, "nodes", min_rank=1)
     return nodes - tf.reduce_mean(nodes, axis=-1, keepdims=True)
 
 
@@ -66,7 +41,7 @@ def l2_normalize_nodes(nodes, eps=1e-8):
     Returns:
       Same shape and dtype as ``nodes``.
     """
-    nodes = _check_nodes(nodes, "nodes", min_rank=1)
+    nodes = check_nodes(nodes, "nodes", min_rank=1)
     norm = tf.norm(nodes, axis=-1, keepdims=True)
     return nodes / tf.maximum(norm, tf.cast(eps, nodes.dtype))
 
@@ -86,9 +61,9 @@ def cosine_similarity_map(query_nodes, proto_nodes, eps=1e-8):
     Returns:
       ``[..., Q, W, N, M]`` with ``S[..., q, w, a, b] = cos(u_qa, v_wb)``.
     """
-    query_nodes = _check_nodes(query_nodes, "query_nodes")
-    proto_nodes = _check_nodes(proto_nodes, "proto_nodes")
-    _check_same_channels(query_nodes, proto_nodes, "query_nodes", "proto_nodes")
+    query_nodes = check_nodes(query_nodes, "query_nodes")
+    proto_nodes = check_nodes(proto_nodes, "proto_nodes")
+    check_same_channels(query_nodes, proto_nodes, "query_nodes", "proto_nodes")
     q = l2_normalize_nodes(query_nodes, eps)
     p = l2_normalize_nodes(proto_nodes, eps)
     return tf.einsum("...qnc,...wmc->...qwnm", q, p)
@@ -107,9 +82,9 @@ def pairwise_squared_distance(x, y):
     Returns:
       ``[..., Q, W]``.
     """
-    x = _check_nodes(x, "x", min_rank=2)
-    y = _check_nodes(y, "y", min_rank=2)
-    _check_same_channels(x, y, "x", "y")
+    x = check_nodes(x, "x", min_rank=2)
+    y = check_nodes(y, "y", min_rank=2)
+    check_same_channels(x, y, "x", "y")
     xx = tf.reduce_sum(tf.square(x), axis=-1)[..., :, None]
     yy = tf.reduce_sum(tf.square(y), axis=-1)[..., None, :]
     xy = tf.einsum("...qc,...wc->...qw", x, y)
