@@ -24,8 +24,9 @@ from tf_deepemd.models.naming import method_name
 from tf_deepemd.retrieval import galleries
 from tf_deepemd.retrieval.evaluate import RetrievalSettings, evaluate_leave_one_out
 from tf_deepemd.retrieval.index import load_index
-from tf_deepemd.training.checkpointing import write_json_atomically
-from tf_deepemd.models.naming import method_name
+from tf_deepemd.run_folder import write_json_atomically
+from tf_deepemd.training.launch import configuration_checks
+from tf_deepemd.training.run_settings import restore_run_model, run_settings
 
 log = logging.getLogger(__name__)
 
