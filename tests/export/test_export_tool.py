@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.export.serving_protos import PredictionLog
 from tf_deepemd.data import load_split
 from tf_deepemd.export import exporter
 from tf_deepemd.export.from_run import export_run
+from tf_deepemd.export.preprocessing import preprocess_images
 from tf_deepemd.run_folder import StageFiles, save_weights_atomically
 from tf_deepemd.training import model_config
 from tf_deepemd.training.gin_config import parse_config
@@ -70,8 +72,6 @@ def test_export_restores_the_runs_best_weights_and_dataset_normalization(tiny_gi
 
     images = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3), np.uint8)
     served = tf.saved_model.load(result.path).signatures["embed"](images=tf.constant(images))
-    from tf_deepemd.export.preprocessing import preprocess_images
-
     expected = trained.encoder(preprocess_images(images, 16, (mean, std)), training=False)
     np.testing.assert_allclose(served["nodes"], expected, rtol=1e-4, atol=1e-5)
 
@@ -102,3 +102,57 @@ def test_tool_exports_an_untrained_demo_with_a_warning(tmp_path):
     assert f"exported version 4 to {export_dir / '4'}" in completed.stdout
     assert os.path.isfile(export_dir / "4" / "assets.extra" / "tf_serving_warmup_requests")
     assert sorted(os.listdir(export_dir)) == ["3", "4"]
+
+
+def test_tool_version_weights_normalization_and_model_name_flags(tiny_gin, tmp_path):
+    _, run_best = fake_finished_run(str(tmp_path / "run"), seed=11)
+    chosen, chosen_weights = fake_finished_run(str(tmp_path / "other"), seed=12)
+    export_dir = tmp_path / "exports"
+    mean, std = (0.1, 0.2, 0.3), (0.5, 0.6, 0.7)
+    flags = [f"--gin_bindings={binding}" for binding in tiny_bindings(tmp_path / "demo")]
+    flags += [f"--model_dir={tmp_path / 'run'}", f"--export_dir={export_dir}", "--version=7",
+              f"--weights={chosen_weights}", "--normalization=" + ",".join(map(str, mean + std)),
+              "--model_name=fsl", "--warmup"]
+
+    completed = run_tool(*flags)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert f"exported version 7 to {export_dir / '7'} from {chosen_weights}" in completed.stdout
+    assert os.listdir(export_dir) == ["7"]
+    with open(export_dir / "7" / exporter.EXPORT_INFO_FILE) as stream:
+        info = json.load(stream)
+    assert info["weights"] == os.path.abspath(chosen_weights) != os.path.abspath(run_best)
+    assert info["normalization"] == {"mean": list(mean), "std": list(std)}
+    # The served encoder is the chosen weights' with the given normalisation.
+    images = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3), np.uint8)
+    served = tf.saved_model.load(str(export_dir / "7")).signatures["embed"](images=tf.constant(images))
+    expected = chosen.encoder(preprocess_images(images, 16, (mean, std)), training=False)
+    np.testing.assert_allclose(served["nodes"], expected, rtol=1e-4, atol=1e-5)
+    # Warmup requests carry the model name clients use.
+    records = [PredictionLog.FromString(record.numpy())
+               for record in tf.data.TFRecordDataset(str(export_dir / "7" / "assets.extra" / "tf_serving_warmup_requests"))]
+    assert records and {log.predict_log.request.model_spec.name for log in records} == {"fsl"}
+
+    # A taken version is refused before any work, naming the next free one.
+    again = run_tool(*flags)
+    assert again.returncode == 2 and "Version 7 already exists" in again.stderr, again.stderr[-2000:]
+    assert os.listdir(export_dir) == ["7"]
+
+
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--normalization=0.5,0.5", "--normalization needs 6 comma-separated floats, got 2"),
+        ("--normalization=0.5,0.5,0.5,0,0.2,0.2", "3 means and 3 positive stds"),
+        ("--version=0", "must be >= 1"),
+        ("--weights=/nowhere/best.weights.h5", "/nowhere/best.weights.h5"),
+    ],
+)
+def test_tool_bad_flags_exit_2_with_one_line(tmp_path, flag, message):
+    export_dir = tmp_path / "exports"
+    flags = [f"--gin_bindings={binding}" for binding in tiny_bindings(tmp_path / "demo")]
+    completed = run_tool(*flags, f"--model_dir={tmp_path / 'run'}", f"--export_dir={export_dir}", flag)
+    assert completed.returncode == 2, completed.stderr[-3000:]
+    error_lines = [line for line in completed.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and message in error_lines[0], completed.stderr[-2000:]
+    assert "Traceback" not in completed.stderr
+    assert not export_dir.exists() or os.listdir(export_dir) == []
