@@ -30,7 +30,7 @@ def _layer(argument, choice, table, build_layer, *args, **options):
             )
         return choice
     if choice not in table:
-        raise ValueError(f"Unknown make_model {argument} {choice!r}; available: {sorted(table)}.")
+        raise ValueError(f"Unknown make_model.{argument} {choice!r}; available: {sorted(table)}.")
     return build_layer(table[choice], *args, **options)
 
 
