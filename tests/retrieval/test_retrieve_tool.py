@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tests.data.data_fixtures import write_class_folder
+from tests.export.test_export_tool import fake_finished_run
 from tests.training.tiny_config import configure_tiny, tiny_bindings
 from tf_deepemd.retrieval import galleries
 from tf_deepemd.retrieval.evaluate import RetrievalSettings
@@ -114,3 +115,65 @@ def test_cub_dml_split_is_classes_101_to_200(tmp_path):
 
 def _class_number(name):
     return int(name.split(".")[0])
+
+
+# The remaining flags of tools/retrieve.py, through the command line.
+
+
+def run_retrieve(demo_dir, *flags):
+    command = [sys.executable, os.path.join(REPO, "tools", "retrieve.py"), *flags]
+    command += [f"--gin_bindings={binding}" for binding in tiny_bindings(demo_dir)]
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_split_ks_tolerance_weights_and_index_flags(tmp_path, demo_dir):
+    configure_tiny(demo_dir)
+    _, weights = fake_finished_run(str(tmp_path / "other_run"), seed=5)
+    index_file, output = str(tmp_path / "val_index.npz"), str(tmp_path / "val.json")
+    flags = [f"--model_dir={tmp_path / 'run'}", "--split=val", "--recall_ks=1,3", "--methods=uniform",
+             "--shortlist=4", "--max_queries=8", "--query_batch_size=4", "--solver_tolerance=1e-4",
+             f"--weights={weights}", f"--index_file={index_file}", f"--output={output}"]
+    completed = run_retrieve(demo_dir, *flags)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "UNTRAINED" not in completed.stderr and "gallery embedded at" in completed.stdout
+    with open(output) as stream:
+        results = json.load(stream)
+    # demo val: 16 classes of 20 images.
+    assert (results["split"], results["gallery_size"], results["num_classes"]) == ("val", 320, 16)
+    assert results["queries"] == 8 and results["shortlist_size"] == 4
+    assert list(results["methods"]) == ["uniform"]
+    assert sorted(key for key in results["methods"]["uniform"] if key.startswith("recall@")) == ["recall@1", "recall@3"]
+    assert results["solver"]["solver_tolerance"] == 1e-4
+    assert results["weights"] == os.path.abspath(weights) and results["trained"]
+    index = load_index(index_file)
+    assert index.size == 320 and index.metadata["split"] == "val"
+    assert "R@3" in completed.stdout and "R@2" not in completed.stdout
+
+    # The same command again: the saved index is reused (no embedding) and the scores repeat.
+    again = run_retrieve(demo_dir, *flags)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "gallery embedded at" not in again.stdout
+    with open(output) as stream:
+        assert json.load(stream)["methods"]["uniform"]["recall@3"] == results["methods"]["uniform"]["recall@3"]
+
+
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--methods=global,mean", "retrieval.methods: `methods` must be distinct names"),
+        ("--recall_ks=0", "retrieval.recall_ks: `ks` must be positive integers"),
+        ("--shortlist=0", "retrieval.shortlist_size must be >= 1"),
+        ("--solver_tolerance=0", "retrieval.solver_tolerance must be > 0"),
+        ("--split=dml_test", "`split` 'dml_test'"),
+        ("--weights=/nowhere/best.weights.h5", "/nowhere/best.weights.h5"),
+    ],
+)
+def test_bad_flags_exit_2_with_one_line_naming_them(tmp_path, demo_dir, flag, message):
+    output = tmp_path / "out.json"
+    completed = run_retrieve(demo_dir, f"--model_dir={tmp_path / 'run'}", f"--output={output}", flag)
+    assert completed.returncode == 2, completed.stderr[-3000:]
+    error_lines = [line for line in completed.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and message in error_lines[0], completed.stderr[-2000:]
+    assert "Traceback" not in completed.stderr
+    assert not output.exists()

@@ -94,11 +94,11 @@ class RetrievalSettings:
             raise ValueError(f"retrieval.solver_tolerance must be > 0 or None, got {self.solver_tolerance}.")
         if self.max_queries is not None and int(self.max_queries) < 1:
             raise ValueError(f"retrieval.max_queries must be >= 1 or None, got {self.max_queries}.")
-        try:
-            check_methods(self.methods)
-            metrics_lib.check_ks(self.recall_ks)
-        except ValueError as error:
-            raise ValueError(f"retrieval settings: {error}") from None
+        for name, check in (("methods", check_methods), ("recall_ks", metrics_lib.check_ks)):
+            try:
+                check(getattr(self, name))
+            except ValueError as error:
+                raise ValueError(f"retrieval.{name}: {error}") from None
 
 
 def evaluate_leave_one_out(
