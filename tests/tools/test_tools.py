@@ -8,11 +8,9 @@ import subprocess
 import sys
 import time
 
-import gin
 import pytest
 
-from tests.export.test_export_tool import fake_finished_run
-from tests.training.tiny_config import configure_tiny, tiny_bindings
+from tests.training.tiny_config import tiny_bindings
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN = os.path.join(REPO, "tools", "train.py")
@@ -28,8 +26,8 @@ def tool_command(tool, model_dir, data_dir, *extra_bindings, flags=()):
     return command
 
 
-def run(command, **kwargs):
-    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
+def run(command, env=None, **kwargs):
+    env = env or dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, **kwargs)
 
 
@@ -71,6 +69,10 @@ def test_train_killed_then_same_command_resumes_then_eval(tmp_path):
         assert field in results
     assert "demo test deepemd_fcn 5-way 1-shot" in completed.stdout
     assert os.path.isfile(os.path.join(model_dir, "operative_config.gin"))
+    # The tool hands training the accuracy plot: a PNG next to each stage's log.
+    for stage in ("pretrain", "meta_train"):
+        with open(os.path.join(model_dir, stage, "accuracy.png"), "rb") as stream:
+            assert stream.read(8) == b"\x89PNG\r\n\x1a\n"
 
     # Evaluation only, at 5-shot with SFC (few steps to keep it short).
     evaluated = run(tool_command(EVAL, model_dir, data_dir, "run_experiment.shot = 5",
@@ -99,18 +101,14 @@ def test_bad_configuration_is_one_line_and_nonzero_exit(tmp_path, bindings, mess
     assert not os.path.exists(tmp_path / "run")
 
 
-def test_eval_output_names_the_results_file(tmp_path):
-    model_dir, data_dir = tmp_path / "run", str(tmp_path / "demo")
-    configure_tiny(data_dir)
-    fake_finished_run(str(model_dir), seed=3)
-    gin.clear_config()
-    evaluated = run(tool_command(EVAL, str(model_dir), data_dir, flags=["--episodes=4", "--output=mine.json"]))
-    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    assert f"written to {model_dir / 'mine.json'}" in evaluated.stdout
-    assert not (model_dir / "eval_test_5way_1shot.json").exists()  # the default name is not written too
-    with open(model_dir / "mine.json") as stream:
-        scores = json.load(stream)
-    assert (scores["split"], scores["way"], scores["shot"], scores["episodes"]) == ("test", 5, 1, 4)
-    assert 0 <= scores["accuracy"] <= 100 and scores["ci95"] >= 0
-    accuracy_printed = f"{scores['accuracy']:.2f} +- {scores['ci95']:.2f} % over 4 episodes"
-    assert accuracy_printed in evaluated.stdout
+def test_runtime_error_keeps_its_traceback(tmp_path):
+    """A ValueError raised while training is no configuration error: traceback, exit 1, no one-liner."""
+    faults = os.path.join(REPO, "tests", "training", "fault_injection.py")
+    command = tool_command(TRAIN, str(tmp_path / "run"), str(tmp_path / "demo"),
+                           "run_experiment.callbacks = [@FaultAt()]")
+    completed = run([sys.executable, faults, *command[1:]], env=dict(
+        os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2", TEST_FAIL_AT="pretrain:1"))
+    assert completed.returncode == 1, completed.stderr[-3000:]
+    assert "Traceback (most recent call last)" in completed.stderr
+    assert "RuntimeFault: injected runtime fault in pretrain" in completed.stderr
+    assert not [line for line in completed.stderr.splitlines() if line.startswith("error:")]
