@@ -8,9 +8,11 @@ import subprocess
 import sys
 import time
 
+import gin
 import pytest
 
-from tests.training.tiny_config import tiny_bindings
+from tests.export.test_export_tool import fake_finished_run
+from tests.training.tiny_config import configure_tiny, tiny_bindings
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN = os.path.join(REPO, "tools", "train.py")
@@ -112,3 +114,20 @@ def test_runtime_error_keeps_its_traceback(tmp_path):
     assert "Traceback (most recent call last)" in completed.stderr
     assert "RuntimeFault: injected runtime fault in pretrain" in completed.stderr
     assert not [line for line in completed.stderr.splitlines() if line.startswith("error:")]
+
+
+def test_eval_output_names_the_results_file(tmp_path):
+    model_dir, data_dir = tmp_path / "run", str(tmp_path / "demo")
+    configure_tiny(data_dir)
+    fake_finished_run(str(model_dir), seed=3)
+    gin.clear_config()
+    evaluated = run(tool_command(EVAL, str(model_dir), data_dir, flags=["--episodes=4", "--output=mine.json"]))
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert f"written to {model_dir / 'mine.json'}" in evaluated.stdout
+    assert not (model_dir / "eval_test_5way_1shot.json").exists()  # the default name is not written too
+    with open(model_dir / "mine.json") as stream:
+        scores = json.load(stream)
+    assert (scores["split"], scores["way"], scores["shot"], scores["episodes"]) == ("test", 5, 1, 4)
+    assert 0 <= scores["accuracy"] <= 100 and scores["ci95"] >= 0
+    accuracy_printed = f"{scores['accuracy']:.2f} +- {scores['ci95']:.2f} % over 4 episodes"
+    assert accuracy_printed in evaluated.stdout
