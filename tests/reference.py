@@ -54,15 +54,18 @@ def highs_emd_batch(cost, source_weights, target_weights):
     )
 
 
-def deepemd_problems(rng, batch, num_nodes, channels=640):
+def deepemd_problems(rng, batch, num_nodes, channels=640, num_target_nodes=None):
     """EMD problems as DeepEMD builds them from random ReLU features.
 
     cost = 1 - cosine similarity of the two node sets; weights = relu(dot with
-    the other set's mean node) + 1e-3, normalised to sum to the number of nodes.
-    Returns cost [B, N, N], source [B, N], target [B, N] float64.
+    the other set's mean node) + 1e-3, normalised to sum to the number of nodes
+    of the source side (both sides: equal totals).
+    Returns cost [B, N, M], source [B, N], target [B, M] float64 with
+    N = num_nodes and M = num_target_nodes (default N).
     """
+    num_target_nodes = num_target_nodes or num_nodes
     query = np.maximum(rng.normal(size=(batch, num_nodes, channels)), 0.0)
-    support = np.maximum(rng.normal(size=(batch, num_nodes, channels)), 0.0)
+    support = np.maximum(rng.normal(size=(batch, num_target_nodes, channels)), 0.0)
 
     def unit(x):
         return x / np.linalg.norm(x, axis=-1, keepdims=True)

@@ -50,13 +50,32 @@ def test_layer_matches_reference(rng):
         np.testing.assert_allclose(np.sum(flow[i] * cost[i]), reference, rtol=1e-4)
 
 
-@pytest.mark.parametrize("bad", [-1.0, None])
-def test_constructor_validates_arguments(bad):
-    with pytest.raises(ValueError):
-        if bad is None:
-            tf_deepemd.EMDLayer(max_iterations=0)
-        else:
-            tf_deepemd.EMDLayer(l2_strength=bad)
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        ({"l2_strength": -1.0}, "l2_strength must be >= 0"),
+        ({"tolerance": 0}, "tolerance must be > 0"),
+        ({"tolerance": -1e-8}, "tolerance must be > 0"),
+        ({"max_iterations": 0}, "max_iterations must be >= 1"),
+        ({"num_shards": 0}, "num_shards must be >= 1"),
+    ],
+)
+def test_constructor_rejects_bad_arguments(arguments, message):
+    with pytest.raises(ValueError, match=message):
+        tf_deepemd.EMDLayer(**arguments)
+
+
+def test_num_shards_none_means_the_default(rng):
+    """num_shards=None: one loop per core (`default_num_shards()`), the same
+    flows as an explicit single loop."""
+    cost = rng.uniform(size=(7, 4, 5))
+    source = rng.uniform(0.5, 1, size=(7, 4))
+    target = rng.uniform(0.5, 1, size=(7, 5))
+    default_layer = tf_deepemd.EMDLayer()
+    assert default_layer.num_shards is None
+    solve = tf.function(lambda *inputs: default_layer(*inputs))
+    np.testing.assert_allclose(solve(cost, source, target),
+                               tf_deepemd.EMDLayer(num_shards=1)(cost, source, target), atol=1e-9)
 
 
 def make_dataset(rng, count):

@@ -61,7 +61,9 @@ def solve_emd(
       target_weights: [..., M] non-negative masses of the target nodes. The
         batch dimensions of the three inputs broadcast against each other.
       l2_strength: float >= 0; adds `l2_strength / 2 * ||flow||^2` to the
-        objective (the official DeepEMD 'L2' form). May be a scalar tensor.
+        objective (the official DeepEMD 'L2' form). May be a scalar tensor of
+        any float dtype (the flow is differentiable with respect to it); a
+        Python or NumPy 0 selects the cheaper linear-program iteration.
       tolerance: stopping tolerance on the duality gap and the residuals of
         the problem rescaled to unit total mass and unit cost range; default
         1e-10 for float64 and 1e-7 for lower precision inputs.
@@ -73,8 +75,10 @@ def solve_emd(
         thread pool runs concurrently (the operations of one loop are too
         small to parallelise internally). Eager calls solve the batch in one
         loop. Default: `default_num_shards()`.
-      validate_args: check at run time that the cost is finite and the weights
-        are finite and non-negative (tf.errors.InvalidArgumentError otherwise).
+      validate_args: check at run time that the cost is finite, the weights
+        are finite and non-negative, and every problem has some mass on both
+        sides (tf.errors.InvalidArgumentError otherwise). Without the checks,
+        a problem whose weights on one side are all zero gets the zero flow.
       name: name scope.
 
     Returns:
@@ -203,7 +207,12 @@ def _checked_l2_strength(l2_strength):
     static_l2 = tf.get_static_value(l2_strength)
     if static_l2 is not None and (np.any(np.isnan(static_l2)) or np.any(static_l2 < 0)):
         raise ValueError(f"l2_strength must be >= 0, got {static_l2}.")
-    l2_strength = tf.convert_to_tensor(l2_strength, dtype=tf.float64, name="l2_strength")
+    if not tf.is_tensor(l2_strength):
+        l2_strength = np.asarray(l2_strength, np.float64)  # a Python float keeps its precision
+    l2_strength = tf.convert_to_tensor(l2_strength, name="l2_strength")
+    if not l2_strength.dtype.is_floating and not l2_strength.dtype.is_integer:
+        raise ValueError(f"l2_strength must be numeric, got dtype {l2_strength.dtype.name}.")
+    l2_strength = tf.cast(l2_strength, tf.float64)
     if l2_strength.shape.rank != 0:
         raise ValueError(f"l2_strength must be a scalar, got shape {l2_strength.shape}.")
     # A statically zero L2 weight selects the cheaper LP iteration.
@@ -253,6 +262,15 @@ def _runtime_checks(cost, source_weights, target_weights, l2_strength):
         tf.debugging.assert_all_finite(source_weights, "source_weights must be finite."),
         tf.debugging.assert_all_finite(target_weights, "target_weights must be finite."),
         tf.debugging.assert_non_negative(l2_strength, "l2_strength must be >= 0."),
+        *(
+            tf.debugging.assert_equal(
+                tf.reduce_all(~(tf.reduce_sum(weights, axis=-1) <= 0.0)), True,
+                message=f"{arg_name} must have some mass in every problem: a problem's "
+                f"{arg_name} are all zero (validate_args=False gives it the zero flow).",
+            )
+            for arg_name, weights in (("source_weights", source_weights),
+                                      ("target_weights", target_weights))
+        ),
     ]
 
 

@@ -86,9 +86,13 @@ def solve_flat(cost, source, target, l2_strength, *, balance_threshold, toleranc
     `l2_strength` is a float64 scalar tensor, or None for the linear program.
     Only the flow is differentiable (with respect to all inputs).
     """
+    # The rescaling by the total and the cost range is the same problem for
+    # any constants: they are constants of the gradient, which keeps rounding
+    # noise of the solution out of the derivative (e.g. on the cells of rows
+    # without mass, whose cost may set the range).
     source_total = tf.reduce_sum(source, axis=-1)
     target_total = tf.reduce_sum(target, axis=-1)
-    total = tf.maximum(source_total, target_total)
+    total = tf.stop_gradient(tf.maximum(source_total, target_total))
     safe_total = tf.where(total > 0.0, total, tf.ones_like(total))
     balanced = tf.abs(source_total - target_total) <= balance_threshold * total
     zero = tf.zeros_like(total)
@@ -101,8 +105,8 @@ def solve_flat(cost, source, target, l2_strength, *, balance_threshold, toleranc
     transported = tf.minimum(source_total, target_total)
     tolerance = tolerance * tf.maximum(transported / safe_total, _MIN_TOLERANCE_FACTOR)
 
-    cost_min = tf.reduce_min(cost, axis=[-2, -1])
-    cost_range = tf.reduce_max(cost, axis=[-2, -1]) - cost_min
+    cost_min = tf.stop_gradient(tf.reduce_min(cost, axis=[-2, -1]))
+    cost_range = tf.stop_gradient(tf.reduce_max(cost, axis=[-2, -1])) - cost_min
     safe_range = tf.where(cost_range > 0.0, cost_range, tf.ones_like(cost_range))
     normalised_cost = (cost - cost_min[:, None, None]) / safe_range[:, None, None]
 

@@ -10,6 +10,11 @@ from tf_deepemd.ops.emd import newton
 
 # Floor on flows and slacks of the normalised problem in the backward pass.
 _GRADIENT_FLOOR = 1e-9
+# Stand-in for the zero flow off the support of a QP solution: small enough
+# to leave the derivative exact to ~1e-7 next to the cells where D = 1 / l2,
+# large enough to keep the system well conditioned where the support is
+# disconnected.
+_QP_OFF_SUPPORT_FLOW = 1e-11
 
 
 def kkt_vjp(problem, flow, slack, grad_flow):
@@ -24,18 +29,40 @@ def kkt_vjp(problem, flow, slack, grad_flow):
     q (target), D * (p + q - g) (cost) and flow * that (L2 weights, None for
     the linear program).
     """
-    # As qpth does, flows and slacks are floored: at a tightly converged LP
-    # iterate D spans ~25 orders of magnitude and the solve loses all accuracy.
-    # The floor makes this the derivative at a point of the central path with
-    # complementarity products around 1e-9 (of the unit total mass and cost
-    # range), within ~1e-7 of the LP sensitivities at non-degenerate vertices.
-    # Forbidden cells (infinite slack) keep flow 0 and so D = 0.
-    allowed = tf.math.is_finite(slack)
-    factors = newton.factorize(
-        problem,
-        tf.where(allowed, tf.maximum(flow, _GRADIENT_FLOOR), tf.zeros_like(flow)),
-        tf.maximum(slack, _GRADIENT_FLOOR),
-    )
+    # D = x / (l2 x + s) at the exact solution is 1 / l2 on its support
+    # (x > 0) and 0 off it (s > 0). The iterate tells the two apart (l2 x > s)
+    # long before its own D is accurate: on cells of small flow that is off
+    # by ~s / (l2 x), which the stopping tolerance does not bound (1e-3
+    # relative gradient errors at the default tolerance). So D is set from
+    # the support where l2 > 0.
+    # Where l2 = 0 (the linear program, and the dummies of an unbalanced QP)
+    # D is infinite on the support: as qpth does, flows and slacks are
+    # floored instead. This is the derivative at a point of the central path
+    # with complementarity products around 1e-9 (of the unit total mass and
+    # cost range), within ~1e-7 of the LP sensitivities at non-degenerate
+    # vertices.
+    # Off the support, the flow counts as the floor: D = floor / s keeps the
+    # system solvable where the support is degenerate (too few cells to
+    # connect all rows and columns, e.g. a permutation), where the result is
+    # a smooth, bounded stand-in for a derivative that does not exist.
+    # Forbidden cells (infinite slack) get D = 0.
+    safe_slack = tf.maximum(slack, _GRADIENT_FLOOR)
+    off_support = _GRADIENT_FLOOR / safe_slack
+    if newton.is_linear(problem):
+        scaling = tf.where(flow > slack, tf.maximum(flow, _GRADIENT_FLOOR) / safe_slack,
+                           off_support)
+    else:
+        # The dummies' cells on the support are exact constraints of the QP
+        # (infinite D): the largest D the LP branch uses stands in, whatever
+        # the iterate's slack there.
+        on_support = tf.where(problem.l2_cells > 0.0,
+                              tf.math.divide_no_nan(1.0, problem.l2_cells),
+                              1.0 / _GRADIENT_FLOOR)
+        quadratic = problem.l2_cells > 0.0
+        off_support = tf.where(quadratic, _QP_OFF_SUPPORT_FLOW / safe_slack, off_support)
+        weight = tf.where(quadratic, problem.l2_cells, 1.0)
+        scaling = tf.where(weight * flow > slack, on_support, off_support)
+    factors = newton.NewtonFactors(None, scaling, *newton.schur_factors(problem, scaling))
     scaled_grad = factors.scaling * grad_flow
     grad_source, grad_target = newton.potential_step(
         factors, tf.reduce_sum(scaled_grad, axis=-1), tf.reduce_sum(scaled_grad, axis=-2)

@@ -172,7 +172,9 @@ def _keep_best(state, candidate, tolerance):
     tolerance, after _STALL_LIMIT steps without improvement, or on a
     non-finite step.
     """
-    improved = candidate.error < state.best.error  # False for NaN
+    # A stopped problem keeps its best iterate while others run on, so that
+    # each problem's result does not depend on the batch it is solved in.
+    improved = (candidate.error < state.best.error) & ~state.stopped  # False for NaN
     best = tf.nest.map_structure(
         lambda new, old: tf.where(
             tf.reshape(improved, [-1] + [1] * (new.shape.rank - 1)), new, old

@@ -1,6 +1,7 @@
 """Loop engineering: the interior-point `tf.while_loop` over a batch, the
 compaction of its last running problems, and the split into shards."""
 
+import collections
 import os
 
 import tensorflow as tf
@@ -24,6 +25,11 @@ def default_num_shards():
     return max(1, min(threads, 8))
 
 
+LoopResult = collections.namedtuple("LoopResult", ["best", "iterations", "compactions"])
+LoopResult.__doc__ = """The best `iteration.Iterate` of each problem, the iterations run
+(int32 scalar) and how often the running problems were gathered (int32)."""
+
+
 def _batch_free(value):
     return tf.TensorShape([None]).concatenate(value.shape[1:])
 
@@ -42,8 +48,7 @@ def interior_point(problem, tolerance, max_iterations):
       max_iterations: iteration cap (Python int).
 
     Returns:
-      (the best `iteration.Iterate` of each problem, iterations as an int32
-      scalar).
+      A `LoopResult`.
     """
     state = iteration.initial_state(problem, tolerance)
     positions = tf.range(tf.shape(tolerance)[0])
@@ -58,7 +63,7 @@ def interior_point(problem, tolerance, max_iterations):
             recorded, state.best,
         )
 
-    def body(step, recorded, compacted):
+    def body(step, compactions, recorded, compacted):
         problem, tolerance, state, positions = compacted
         state = iteration.iteration(problem, state, tolerance)
         compacted = (problem, tolerance, state, positions)
@@ -75,24 +80,25 @@ def interior_point(problem, tolerance, max_iterations):
         few_running = tf.cast(num_running, tf.float32) <= _COMPACTION_FRACTION * tf.cast(
             batch, tf.float32
         )
-        recorded, compacted = tf.cond(
-            (num_running < batch) & few_running, compact, lambda: (recorded, compacted)
-        )
-        return step + 1, recorded, compacted
+        # (Not when all have stopped: the loop ends and records them anyway.)
+        compacting = (num_running > 0) & (num_running < batch) & few_running
+        recorded, compacted = tf.cond(compacting, compact, lambda: (recorded, compacted))
+        return step + 1, compactions + tf.cast(compacting, tf.int32), recorded, compacted
 
-    def cond(unused_step, unused_recorded, compacted):
+    def cond(unused_step, unused_compactions, unused_recorded, compacted):
         return ~tf.reduce_all(compacted[2].stopped)
 
-    iterations, recorded, compacted = tf.while_loop(
-        cond, body, (tf.constant(0), state.best, compacted),
+    iterations, compactions, recorded, compacted = tf.while_loop(
+        cond, body, (tf.constant(0), tf.constant(0), state.best, compacted),
         shape_invariants=(
+            tf.TensorShape([]),
             tf.TensorShape([]),
             tf.nest.map_structure(lambda value: value.shape, state.best),
             tf.nest.map_structure(_batch_free, compacted),
         ),
         maximum_iterations=max_iterations,
     )
-    return record(recorded, compacted), iterations
+    return LoopResult(record(recorded, compacted), iterations, compactions)
 
 
 # One traced loop for every call with the same structure: shards, eager
@@ -103,12 +109,12 @@ _interior_point_function = tf.function(interior_point, reduce_retracing=True)
 def solve_sharded(problem, tolerance, *, max_iterations, num_shards):
     """`interior_point` on `num_shards` consecutive parts of the batch, run
     concurrently by TensorFlow's inter-op thread pool inside a graph (eager
-    calls solve the batch in one loop)."""
+    calls solve the batch in one loop). Returns (best iterates, iterations)."""
     static_batch = problem.cost.shape[0]
     if static_batch is not None:
         num_shards = max(1, min(num_shards, static_batch))
     if num_shards == 1 or tf.executing_eagerly():
-        return _interior_point_function(problem, tolerance, max_iterations)
+        return _interior_point_function(problem, tolerance, max_iterations)[:2]
     batch = tf.shape(tolerance)[0]
     sizes = batch // num_shards + tf.cast(tf.range(num_shards) < batch % num_shards, tf.int32)
     inputs = (problem, tolerance)
@@ -117,5 +123,5 @@ def solve_sharded(problem, tolerance, *, max_iterations, num_shards):
               for i in range(num_shards)]
     results = [_interior_point_function(*shard, max_iterations) for shard in shards]
     best = tf.nest.map_structure(lambda *parts: tf.concat(parts, axis=0),
-                                 *(best for best, _ in results))
-    return best, tf.reduce_max(tf.stack([iterations for _, iterations in results]))
+                                 *(result.best for result in results))
+    return best, tf.reduce_max(tf.stack([result.iterations for result in results]))

@@ -108,6 +108,11 @@ def factorize(problem, flow, slack_cells):
     else:
         denominator = problem.l2_cells * flow + slack_cells
     scaling = flow / denominator  # zero on forbidden cells (0 / inf)
+    return NewtonFactors(denominator, scaling, *schur_factors(problem, scaling))
+
+
+def schur_factors(problem, scaling):
+    """(R, Cholesky factor of the grounded Schur complement) for the scaling D."""
     row_sums = tf.reduce_sum(scaling, axis=-1) + problem.inactive_rows
     negative_weights = tf.matmul(scaling, scaling / -row_sums[:, :, None], transpose_a=True)
     num_cols = tf.shape(negative_weights)[-1]
@@ -120,7 +125,7 @@ def factorize(problem, flow, slack_cells):
     largest_degree = tf.reduce_max(degree, axis=-1, keepdims=True)
     ground *= tf.where(largest_degree > 0.0, largest_degree, tf.ones_like(largest_degree))
     schur = tf.linalg.set_diag(negative_weights, degree + ground + problem.inactive_cols)
-    return NewtonFactors(denominator, scaling, row_sums, tf.linalg.cholesky(schur))
+    return row_sums, tf.linalg.cholesky(schur)
 
 
 def potential_step(factors, row_rhs, col_rhs):
