@@ -73,7 +73,8 @@ def solve_emd(
       num_shards: inside a `tf.function`, the batch is split into this many
         parts, each solved by its own loop, which TensorFlow's inter-op
         thread pool runs concurrently (the operations of one loop are too
-        small to parallelise internally). Eager calls solve the batch in one
+        small to parallelise internally), at most one part per 32 problems
+        when the batch size is static. Eager calls solve the batch in one
         loop. Default: `default_num_shards()`.
       validate_args: check at run time that the cost is finite, the weights
         are finite and non-negative, and every problem has some mass on both
