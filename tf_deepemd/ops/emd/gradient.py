@@ -55,10 +55,9 @@ def kkt_vjp(problem, flow, slack, grad_flow):
         # The dummies' cells on the support are exact constraints of the QP
         # (infinite D): the largest D the LP branch uses stands in, whatever
         # the iterate's slack there.
-        on_support = tf.where(problem.l2_cells > 0.0,
-                              tf.math.divide_no_nan(1.0, problem.l2_cells),
-                              1.0 / _GRADIENT_FLOOR)
         quadratic = problem.l2_cells > 0.0
+        on_support = tf.where(quadratic, tf.math.divide_no_nan(1.0, problem.l2_cells),
+                              1.0 / _GRADIENT_FLOOR)
         off_support = tf.where(quadratic, _QP_OFF_SUPPORT_FLOW / safe_slack, off_support)
         weight = tf.where(quadratic, problem.l2_cells, 1.0)
         scaling = tf.where(weight * flow > slack, on_support, off_support)
