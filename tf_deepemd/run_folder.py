@@ -11,6 +11,7 @@ so every package can use it::
       pretrain/, meta_train/             one folder per training stage (`StageFiles`):
         resume/                          model + optimizer + epochs done, every epoch
         best.weights.h5, best.json       the episode model at the best validation score
+        epochs/epoch-<n>.weights.h5      optional: the episode model after every epoch n
         done.json                        the stage's summary, once it finished
         log.csv, tensorboard/            one row / scalar per epoch
       test/                              per-episode accuracies of an unfinished test
@@ -88,6 +89,10 @@ class StageFiles:
         self.best_info = os.path.join(self.dir, "best.json")
         self.done_marker = os.path.join(self.dir, "done.json")
         self.log_csv = os.path.join(self.dir, "log.csv")
+
+    def epoch_weights(self, epoch):
+        """``<stage>/epochs/epoch-<epoch>.weights.h5``: the weights after epoch ``epoch`` (from 1)."""
+        return os.path.join(self.dir, "epochs", f"epoch-{int(epoch)}.weights.h5")
 
     def is_done(self):
         return os.path.isfile(self.done_marker)

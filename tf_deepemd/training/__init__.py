@@ -18,7 +18,7 @@ One concept per module:
   stages skipped;
 * `strategy`: ``'default'`` / ``'mirrored'`` / ``'multi_worker'``;
 * `optimizers`: the official SGD (Nesterov, L2 weight decay, NaN guard) and
-  the step schedule;
+  the epoch schedules (step, cosine);
 * `objectives`: episode loss/accuracy for ``compile``;
 * `data_source`: the run's shared dataset settings and its pipelines;
 * `run_logs`: CSV, TensorBoard and log lines of a stage;
@@ -40,20 +40,27 @@ from tf_deepemd.training.evaluate import (
 from tf_deepemd.training.experiment import run_experiment
 from tf_deepemd.training.gin_config import parse_config
 from tf_deepemd.training.model_config import make_model
-from tf_deepemd.training.optimizers import EpisodicSGD, StepDecay, make_optimizer, step_decay
+from tf_deepemd.training.optimizers import (
+    CosineDecay,
+    EpisodicSGD,
+    StepDecay,
+    epoch_schedule,
+    make_optimizer,
+)
 from tf_deepemd.training.strategy import make_strategy
 
 __all__ = [
+    "CosineDecay",
     "EpisodeAccuracy",
     "EpisodeEvaluator",
     "EpisodicSGD",
     "StepDecay",
     "confidence_interval",
+    "epoch_schedule",
     "evaluate_episodes",
     "make_model",
     "make_optimizer",
     "make_strategy",
     "parse_config",
     "run_experiment",
-    "step_decay",
 ]

@@ -13,6 +13,8 @@ Each stage (``pretrain``, ``meta_train``) owns ``<model_dir>/<stage>/``
 * ``best.weights.h5`` + ``best.json``: the weights of the episode model at
   the best validation accuracy so far, and which epoch/score that was
   (kept across a resume, so "best" means best over the whole run).
+* ``epochs/epoch-<n>.weights.h5``: optionally, the episode model's
+  weights after every epoch n (from 1; the official ``-save_all``).
 * ``done.json``: written when the stage finishes; a finished stage is
   skipped by later runs and its best weights are used instead.
 """
@@ -122,6 +124,22 @@ class BestCheckpoint(keras.callbacks.Callback):
             self.files.best_info, {"epoch": int(epoch), "monitor": self.monitor, "value": value}
         )
         log.info("%s: new best %s = %.4f at epoch %d", self.files.stage, self.monitor, value, epoch + 1)
+
+
+class EpochWeights(keras.callbacks.Callback):
+    """Keeps the weights of ``weights_model`` after every epoch (`StageFiles.epoch_weights`).
+
+    Put it BEFORE `ResumeCheckpoint`: a resumed run then has the file of
+    every finished epoch (a killed epoch is trained again and saved then).
+    """
+
+    def __init__(self, weights_model, files):
+        super().__init__()
+        self.weights_model = weights_model
+        self.files = files
+
+    def on_epoch_end(self, epoch, logs=None):
+        save_weights_atomically(self.weights_model, self.files.epoch_weights(epoch + 1))
 
 
 def finish_stage(model, files, epochs):

@@ -7,6 +7,9 @@ and test alike. Building a pipeline reads the split's metadata and checks
 the episode shape against it (classes, images per class) without decoding
 images, which is why `run_experiment` builds every dataset it will need
 before any training starts.
+
+`ValidationEpisodes` are a training stage's validation episodes by epoch:
+the same ones every epoch (official default) or new ones each epoch.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from tf_deepemd.data import dataset_info, make_episode_dataset, make_pretrain_da
 
 # Datasets that work without a data_dir: generated (and cached) data.
 DATASETS_WITHOUT_DATA_DIR = ("demo",)
+# Epoch e > 0 of new validation episodes each epoch is seeded with the
+# stage's offset + e * this: clear of the run's other pipelines (0-4).
+EPOCH_SEED_STRIDE = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +98,43 @@ class DataSource:
         for attribute in ("num_classes", "class_names", "num_images", "steps_per_epoch"):
             setattr(sharded, attribute, getattr(dataset, attribute))
         return sharded
+
+
+class ValidationEpisodes:
+    """A training stage's validation episodes by epoch: ``episodes(epoch)``.
+
+    By default the same episodes every epoch, as officially. With
+    ``new_each_epoch`` (the official ``-random_val_task``) each epoch gets
+    new random episodes, epoch ``e`` seeded by the run's seed, the stage's
+    ``seed_offset`` and ``e``: reproducible, and the same at every resume.
+    Epoch 0 gets the episodes of the default.
+
+    Args:
+      data_source: the run's `DataSource`.
+      way, shot, query: the episodes' shape.
+      num_episodes: episodes per epoch.
+      seed_offset: the stage's seed offset (`DataSource.episodes`).
+      new_each_epoch: new random episodes every epoch.
+    """
+
+    def __init__(self, data_source, way, shot, query, num_episodes, seed_offset, new_each_epoch=False):
+        self.data_source = data_source
+        self.shape = (way, shot, query)
+        self.num_episodes = num_episodes
+        self.seed_offset = seed_offset
+        self.new_each_epoch = bool(new_each_epoch)
+        # Built now: a shape the split cannot hold fails before training.
+        self.first = self._episodes(seed_offset)
+
+    def _episodes(self, seed_offset):
+        return self.data_source.episodes("val", *self.shape, num_episodes=self.num_episodes,
+                                         seed_offset=seed_offset)
+
+    def __call__(self, epoch):
+        """The finite dataset of unbatched episodes validating epoch ``epoch`` (from 0)."""
+        if not self.new_each_epoch or epoch == 0:
+            return self.first
+        return self._episodes(self.seed_offset + EPOCH_SEED_STRIDE * int(epoch))
 
 
 def with_data_sharding(dataset):

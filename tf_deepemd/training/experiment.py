@@ -10,7 +10,8 @@ than the data allows) fails in seconds with one clear ValueError.
 
 gin binds this function, the stage settings (``pretrain.*``,
 ``meta_train.*``), `make_model` and `make_optimizer`; the Keras layers keep
-plain constructor arguments.
+plain constructor arguments. Bindings scoped ``test/`` apply to the test
+stage's model alone (`model_config.make_test_model`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from tf_deepemd.run_folder import META_TRAIN, PRETRAIN, STAGES, TEST, StageFiles
 from tf_deepemd.training import meta_train, pretrain, settings_record, test_stage
 from tf_deepemd.training.data_source import DataSource
 from tf_deepemd.training.launch import configuration_checks
-from tf_deepemd.training.model_config import make_model
+from tf_deepemd.training.model_config import binds_test_model, make_model, make_test_model
 from tf_deepemd.training.stage import run_stage
 from tf_deepemd.training.strategy import make_strategy, writes_run_folder
 
@@ -52,6 +53,9 @@ class PreparedRun:
         of its own on a non-chief worker of a multi-worker run.
       strategy: the `tf.distribute.Strategy`; the model lives in it.
       model: the built episode model.
+      test_model: the built model the test stage evaluates: ``model``, or,
+        when bindings are scoped ``test/``, one built with them
+        (`model_config.make_test_model`).
       data_source: the run's `DataSource`.
       pretrain, meta_train: ``(settings, data)`` of the stages to train,
         else None.
@@ -65,6 +69,7 @@ class PreparedRun:
     strategy: tf.distribute.Strategy
     model: keras.Model
     data_source: DataSource
+    test_model: Optional[keras.Model] = None
     pretrain: Optional[tuple] = None
     meta_train: Optional[tuple] = None
     test_episodes: Optional[tf.data.Dataset] = None
@@ -124,6 +129,10 @@ def prepare_run(model_dir, data_source, stages, way, shot, query, test_split, te
                 )
     with strategy.scope():
         run.model = run_folder.new_episode_model(make_model, data_source.image_size, data_source.seed)
+        run.test_model = run.model
+        if run.test_episodes is not None and binds_test_model():
+            run.test_model = run_folder.new_episode_model(make_test_model, data_source.image_size,
+                                                          data_source.seed)
     return run
 
 
@@ -136,6 +145,7 @@ def train_stages(run, init_weights, verbose, callbacks, stage_callbacks):
         settings, data = run.pretrain
         summary[PRETRAIN] = train(
             StageFiles(run.root, PRETRAIN), epochs=settings.epochs, val_episodes=data.val_episodes,
+            keep_epoch_weights=settings.keep_epoch_weights,
             compile_fit=functools.partial(pretrain.compile_fit, settings, data, run.model, run.strategy),
         )
         write_operative_config(run)
@@ -144,6 +154,7 @@ def train_stages(run, init_weights, verbose, callbacks, stage_callbacks):
         start_weights = init_weights or summary.get(PRETRAIN, {}).get("weights")
         summary[META_TRAIN] = train(
             StageFiles(run.root, META_TRAIN), epochs=settings.epochs, val_episodes=data.val_episodes,
+            keep_epoch_weights=settings.keep_epoch_weights,
             compile_fit=functools.partial(
                 meta_train.compile_fit, settings, data, run.model, run.strategy, start_weights),
         )
@@ -153,12 +164,12 @@ def train_stages(run, init_weights, verbose, callbacks, stage_callbacks):
 
 def test_model(run, weights, test_episodes, results_file, callbacks):
     """The test stage: accuracy of ``weights`` on the test episodes, resumable (`test_stage`)."""
-    run.model.load_weights(weights)
+    run.test_model.load_weights(weights)
     log.info("test: %d episodes with %s", test_episodes, weights)
     identity = dict(test_stage.weights_identity(weights), data=repr(run.data_source),
                     episode_shape=list(run.test_shape), episodes=int(test_episodes))
     progress = test_stage.TestProgress(test_stage.progress_path(run.root, results_file), identity)
-    scores = test_stage.run_test(run.model, run.test_episodes, int(test_episodes), progress, callbacks,
+    scores = test_stage.run_test(run.test_model, run.test_episodes, int(test_episodes), progress, callbacks,
                                  log_every=max(1, min(500, test_episodes // 10)))
     log.info(
         "test: accuracy %.2f +- %.2f %% over %d episodes, %.2f episodes/s",
@@ -266,9 +277,9 @@ def run_experiment(
             weights = run.test_weights or (trained[-1] if trained else None)
             scores = test_model(run, weights, test_episodes, results_file, callbacks)
             results.update(
-                dataset=dataset, split=test_split, method=method_name(run.model), way=int(way),
+                dataset=dataset, split=test_split, method=method_name(run.test_model), way=int(way),
                 shot=int(shot), query=int(query), image_size=int(image_size),
-                backbone=type(run.model.backbone).__name__, weights=weights, seed=int(seed),
+                backbone=type(run.test_model.backbone).__name__, weights=weights, seed=int(seed),
                 **scores.summary(),
             )
         results.update(total_seconds=round(time.perf_counter() - start, 1), replicas=replicas,

@@ -5,7 +5,8 @@ training episodes, 50 per epoch, 100 epochs, one episode per update
 (``-bs 1``), SGD lr 5e-4 (momentum 0.9, Nesterov, wd 5e-4) halved every 10
 epochs, batch norm in training mode on the episode's images, NaN gradients
 zeroed; validation on the SAME 1,000 val episodes after every epoch, and
-the best model kept for the test.
+the best model kept for the test. The official options ``-random_val_task``,
+``-save_all`` and the author's cosine schedule are settings, off by default.
 
 It is plain ``model.fit`` over the episode dataset. The dataset is batched
 by the number of replicas, so each replica trains on its own episode and
@@ -23,7 +24,8 @@ import gin
 
 from tf_deepemd.run_folder import META_TRAIN as STAGE
 from tf_deepemd.training.objectives import episode_accuracy, episode_cross_entropy
-from tf_deepemd.training.optimizers import make_optimizer, step_decay
+from tf_deepemd.training.data_source import ValidationEpisodes
+from tf_deepemd.training.optimizers import LR_SCHEDULES, epoch_schedule, make_optimizer
 from tf_deepemd.training.stage import StageFit
 
 log = logging.getLogger(__name__)
@@ -43,9 +45,16 @@ class MetaTrainSettings:
       shot: support images per class in training (official: 1, also for
         the 5-shot results, which use SFC at test time only).
       query: queries per class.
-      learning_rate, lr_step_epochs, lr_gamma: StepLR schedule by epoch.
-      val_episodes: validation episodes after each epoch (the same ones).
+      learning_rate: the initial learning rate.
+      lr_schedule: ``'step'`` (official StepLR) or ``'cosine'`` (cosine
+        annealing over ``epochs``, no restarts: the author's preference).
+      lr_step_epochs, lr_gamma: the step schedule's period and factor.
+      val_episodes: validation episodes after each epoch.
       val_shot: their shot; None = the run's (test) shot.
+      random_val_episodes: new random validation episodes every epoch
+        (official ``-random_val_task``), else the same ones.
+      keep_epoch_weights: keep the model's weights of every epoch (official
+        ``-save_all``), ``meta_train/epochs/epoch-<n>.weights.h5``.
     """
 
     epochs: int = 100
@@ -55,10 +64,13 @@ class MetaTrainSettings:
     shot: int = 1
     query: int = 15
     learning_rate: float = 5e-4
+    lr_schedule: str = "step"
     lr_step_epochs: int = 10
     lr_gamma: float = 0.5
     val_episodes: int = 1000
     val_shot: Optional[int] = 1
+    random_val_episodes: bool = False
+    keep_epoch_weights: bool = False
 
     def check(self, num_replicas=1):
         if int(self.epochs) < 0:
@@ -67,6 +79,8 @@ class MetaTrainSettings:
                      "lr_step_epochs"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"meta_train.{name} must be >= 1, got {getattr(self, name)}.")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"meta_train.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}.")
         if self.episodes_per_update % num_replicas:
             raise ValueError(
                 f"meta_train.episodes_per_update={self.episodes_per_update} must be a multiple of "
@@ -84,7 +98,7 @@ class MetaTrainData:
     """The pipelines of the stage (built early so bad settings fail early)."""
 
     episodes: object  # finite, unbatched: epochs * episodes_per_epoch training episodes
-    val_episodes: object  # finite, unbatched
+    val_episodes: ValidationEpisodes
 
 
 def build_data(settings, data_source, way, shot):
@@ -95,9 +109,9 @@ def build_data(settings, data_source, way, shot):
         num_episodes=max(1, settings.epochs * settings.episodes_per_epoch),
         training=True, seed_offset=2,
     )
-    val_episodes = data_source.episodes(
-        "val", way, settings.val_shot or shot, settings.query,
-        num_episodes=settings.val_episodes, seed_offset=3,
+    val_episodes = ValidationEpisodes(
+        data_source, way, settings.val_shot or shot, settings.query, settings.val_episodes,
+        seed_offset=3, new_each_epoch=settings.random_val_episodes,
     )
     return MetaTrainData(episodes, val_episodes)
 
@@ -133,7 +147,8 @@ def compile_fit(settings, data, model, strategy, init_weights, fresh_start):
         optimizer=optimizer,
         batches=batches,
         steps_per_epoch=settings.episodes_per_epoch // replicas,
-        schedule=step_decay(settings.learning_rate, settings.lr_step_epochs, settings.lr_gamma),
+        schedule=epoch_schedule(settings.lr_schedule, settings.learning_rate, settings.epochs,
+                                settings.lr_step_epochs, settings.lr_gamma),
         description=(f"{settings.episodes_per_epoch} episodes each on {replicas} replica(s), "
                      f"{settings.episodes_per_update} per update"),
     )

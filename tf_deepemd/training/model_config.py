@@ -9,11 +9,19 @@
 are constructed by gin, so their own arguments bind by class name
 (``DeepEMDHead.l2_strength = 1e-6``, ``SFC.learning_rate = 100.0``); a
 ``make_model`` head option overrides the same ``DeepEMDHead`` binding.
+
+The test stage's model takes the bindings scoped ``test/`` over the others
+(`make_test_model`): ``test/SamplingEncoder.num_patches = 25`` tests with
+25 patches a model trained and validated with the unscoped number (the
+official ``-num_patch`` of ``eval.py`` apart from that of ``train_meta.py``).
+Such settings (patches, pyramid, SFC) add no weights: the trained ones load.
 """
 
 import gin
 
 from tf_deepemd.models import factory
+from tf_deepemd.run_folder import TEST
+from tf_deepemd.training.settings_record import gin_bindings
 
 CONFIGURABLE_LAYERS = (
     *factory.ENCODERS.values(),
@@ -34,3 +42,14 @@ def _build_configured(layer_class, *args, **options):
 def make_model(**options):
     """The run's `tf_deepemd.models.make_model`, layers built with their gin bindings."""
     return factory.make_model(build_layer=_build_configured, **options)
+
+
+def binds_test_model():
+    """Whether any gin binding is scoped to the test stage (``test/...``)."""
+    return any(name.startswith(TEST + "/") for name in gin_bindings(gin.config_str()))
+
+
+def make_test_model(**options):
+    """`make_model` under the ``test`` scope: the test stage's model."""
+    with gin.config_scope(TEST):
+        return make_model(**options)

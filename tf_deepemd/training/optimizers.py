@@ -2,10 +2,15 @@
 
 The official scripts (METHOD.md 6.1-6.2) use PyTorch SGD with momentum 0.9,
 Nesterov and ``weight_decay=5e-4``, stepped by ``StepLR`` once per epoch, and
-zero any parameter's gradient that contains a NaN. Keras' own ``weight_decay``
-is *decoupled* (``w -= lr * wd * w`` beside the momentum update); PyTorch's
-adds ``wd * w`` to the gradient before momentum (an L2 penalty). `EpisodicSGD`
-does the latter so that the momentum history sees the decay, as officially.
+zero any parameter's gradient that contains a NaN. The author now prefers a
+cosine schedule without restarts (issues #37, #38): ``CosineAnnealingLR``
+over the stage's epochs, stepped once per epoch (`CosineDecay`); each stage
+picks one by name (`epoch_schedule`).
+
+Keras' own ``weight_decay`` is *decoupled* (``w -= lr * wd * w`` beside the
+momentum update); PyTorch's adds ``wd * w`` to the gradient before momentum
+(an L2 penalty). `EpisodicSGD` does the latter so that the momentum history
+sees the decay, as officially.
 
 Keras and PyTorch also write momentum differently (Keras keeps
 ``m = mu * m - lr * g``, PyTorch ``b = mu * b + g`` and steps by
@@ -14,6 +19,8 @@ differ only in the first steps after a decay.
 """
 
 from __future__ import annotations
+
+import math
 
 import gin
 import keras
@@ -76,7 +83,7 @@ def make_optimizer(
 
     Args:
       learning_rate: initial rate (each stage passes its own; the schedule
-        is applied per epoch by `step_decay` through a callback).
+        is applied per epoch by `epoch_schedule` through a callback).
       momentum, nesterov: SGD momentum settings.
       weight_decay: decay factor; 0 turns it off.
       weight_decay_mode: ``'coupled'`` (PyTorch, L2 added to the gradient)
@@ -142,7 +149,37 @@ class StepDecay:
         )
 
 
-@gin.configurable
-def step_decay(initial_learning_rate, step_epochs, gamma):
-    """The epoch schedule (official: pre-training 30 / 0.2, meta-training 10 / 0.5)."""
-    return StepDecay(initial_learning_rate, step_epochs, gamma)
+class CosineDecay:
+    """PyTorch ``CosineAnnealingLR(T_max=epochs, eta_min=0)`` by epoch, without restarts.
+
+    ``lr(e) = initial * (1 + cos(pi * e / epochs)) / 2`` for epoch ``e`` (from
+    0): the initial rate in the first epoch, falling to near 0 in the last.
+    Picklable, for `keras.callbacks.LearningRateScheduler`, like `StepDecay`.
+    """
+
+    def __init__(self, initial_learning_rate, epochs):
+        if int(epochs) < 1:
+            raise ValueError(f"`epochs` must be >= 1, got {epochs}.")
+        self.initial_learning_rate = float(initial_learning_rate)
+        self.epochs = int(epochs)
+
+    def __call__(self, epoch, current_learning_rate=None):
+        del current_learning_rate
+        return self.initial_learning_rate * (1.0 + math.cos(math.pi * int(epoch) / self.epochs)) / 2.0
+
+    def __repr__(self):
+        return f"CosineDecay({self.initial_learning_rate}, epochs={self.epochs})"
+
+
+LR_SCHEDULES = ("step", "cosine")
+
+
+def epoch_schedule(schedule, initial_learning_rate, epochs, step_epochs, gamma):
+    """A stage's learning rate by epoch: ``'step'`` (`StepDecay`, the official
+    default) or ``'cosine'`` (`CosineDecay` over ``epochs``; ``step_epochs``
+    and ``gamma`` unused)."""
+    if schedule == "step":
+        return StepDecay(initial_learning_rate, step_epochs, gamma)
+    if schedule == "cosine":
+        return CosineDecay(initial_learning_rate, epochs)
+    raise ValueError(f"`schedule` must be one of {LR_SCHEDULES}, got {schedule!r}.")

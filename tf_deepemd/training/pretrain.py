@@ -6,7 +6,8 @@ Nesterov, wd 5e-4), batch 128, 120 epochs, lr x0.2 every 30 epochs; after
 every epoch the few-shot model that shares the backbone is validated on the
 SAME 100 val episodes (5-way 1-shot 15-query), and the episode model's
 weights at the best validation accuracy are kept. The classifier's linear
-layer is discarded afterwards.
+layer is discarded afterwards. The official options ``-random_val_task``,
+``-save_all`` and the author's cosine schedule are settings, off by default.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import gin
 import keras
 
 from tf_deepemd.models import make_pretrain_model
-from tf_deepemd.training.optimizers import make_optimizer, step_decay
+from tf_deepemd.training.data_source import ValidationEpisodes
+from tf_deepemd.training.optimizers import LR_SCHEDULES, epoch_schedule, make_optimizer
 from tf_deepemd.training.stage import StageFit
 
 
@@ -33,21 +35,31 @@ class PretrainSettings:
       steps_per_epoch: steps per epoch; None = one pass over the split
         (``floor(images / batch_size)``). Smaller values make CPU-scale
         epochs (validation and checkpoints) more frequent.
-      learning_rate, lr_step_epochs, lr_gamma: StepLR schedule by epoch.
-      val_episodes: validation episodes after each epoch (the same ones).
+      learning_rate: the initial learning rate.
+      lr_schedule: ``'step'`` (official StepLR) or ``'cosine'`` (cosine
+        annealing over ``epochs``, no restarts: the author's preference).
+      lr_step_epochs, lr_gamma: the step schedule's period and factor.
+      val_episodes: validation episodes after each epoch.
       val_way, val_shot, val_query: their shape.
+      random_val_episodes: new random validation episodes every epoch
+        (official ``-random_val_task``), else the same ones.
+      keep_epoch_weights: keep the episode model's weights of every epoch
+        (official ``-save_all``), ``pretrain/epochs/epoch-<n>.weights.h5``.
     """
 
     epochs: int = 120
     batch_size: int = 128
     steps_per_epoch: Optional[int] = None
     learning_rate: float = 0.1
+    lr_schedule: str = "step"
     lr_step_epochs: int = 30
     lr_gamma: float = 0.2
     val_episodes: int = 100
     val_way: int = 5
     val_shot: int = 1
     val_query: int = 15
+    random_val_episodes: bool = False
+    keep_epoch_weights: bool = False
 
     def check(self):
         for name in ("epochs",):
@@ -58,6 +70,8 @@ class PretrainSettings:
                 raise ValueError(f"pretrain.{name} must be >= 1, got {getattr(self, name)}.")
         if self.steps_per_epoch is not None and int(self.steps_per_epoch) < 1:
             raise ValueError(f"pretrain.steps_per_epoch must be >= 1 or None, got {self.steps_per_epoch}.")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"pretrain.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}.")
 
 
 @dataclasses.dataclass
@@ -65,15 +79,15 @@ class PretrainData:
     """The pipelines of the stage (built early so bad settings fail early)."""
 
     batches: object  # endless (images, labels) batches with .num_classes/.steps_per_epoch
-    val_episodes: object  # finite, unbatched
+    val_episodes: ValidationEpisodes
 
 
 def build_data(settings, data_source):
     """Builds (and thereby checks) the stage's pipelines."""
     batches = data_source.pretrain_batches(settings.batch_size)
-    val_episodes = data_source.episodes(
-        "val", settings.val_way, settings.val_shot, settings.val_query,
-        num_episodes=settings.val_episodes, seed_offset=1,
+    val_episodes = ValidationEpisodes(
+        data_source, settings.val_way, settings.val_shot, settings.val_query, settings.val_episodes,
+        seed_offset=1, new_each_epoch=settings.random_val_episodes,
     )
     return PretrainData(batches, val_episodes)
 
@@ -104,7 +118,8 @@ def compile_fit(settings, data, episode_model, strategy, fresh_start):
         # continues where the interrupted one stopped.
         batches=lambda epoch: data.batches.skip(epoch * steps_per_epoch),
         steps_per_epoch=steps_per_epoch,
-        schedule=step_decay(settings.learning_rate, settings.lr_step_epochs, settings.lr_gamma),
+        schedule=epoch_schedule(settings.lr_schedule, settings.learning_rate, settings.epochs,
+                                settings.lr_step_epochs, settings.lr_gamma),
         description=(f"{steps_per_epoch} steps of {settings.batch_size} images each, "
                      f"{data.batches.num_classes} classes"),
     )

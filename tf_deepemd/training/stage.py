@@ -8,9 +8,12 @@ their `StageFit`: which model ``fit`` trains, on which stream, with which
 optimizer and schedule (`tf_deepemd.training.pretrain`,
 `tf_deepemd.training.meta_train`).
 
-Both stages are validated the same way, after every epoch, on the same
-fixed episodes (`EpisodeValidation`): the episode model's accuracy is the
-score that picks the best epoch.
+Both stages are validated the same way, after every epoch, on the stage's
+validation episodes of that epoch (`EpisodeValidation`; the same episodes
+every epoch unless new ones are asked for,
+`tf_deepemd.training.data_source.ValidationEpisodes`): the episode model's
+accuracy is the score that picks the best epoch. Optionally the episode
+model's weights of every epoch are kept too (`checkpointing.EpochWeights`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ import tensorflow as tf
 
 from tf_deepemd.training import checkpointing, run_logs
 from tf_deepemd.training.evaluate import EpisodeEvaluator
-from tf_deepemd.training.optimizers import StepDecay
 from tf_deepemd.training.strategy import SyncMovingStatistics
 
 log = logging.getLogger(__name__)
@@ -33,7 +35,7 @@ MONITOR = "val_episode_accuracy"
 
 
 class EpisodeValidation(keras.callbacks.Callback):
-    """Adds the few-shot accuracy of ``episode_model`` on fixed episodes to the epoch logs.
+    """Adds the few-shot accuracy of ``episode_model`` on the epoch's episodes to the epoch logs.
 
     Every worker of a distributed run evaluates all the episodes with the
     same weights, so every worker logs the same score.
@@ -42,8 +44,8 @@ class EpisodeValidation(keras.callbacks.Callback):
       stage: the stage's name (log lines).
       episode_model: the episode model (for pre-training: sharing the
         trained backbone).
-      episodes: a finite dataset of unbatched episodes; the same episodes
-        are evaluated after every epoch.
+      episodes: ``epoch -> finite dataset of unbatched episodes``, the
+        episodes evaluated after that epoch (from 0).
       key: name of the log entry (accuracy as a fraction, like Keras' own);
         ``<key>_ci95`` holds the half-width of its 95 % interval.
     """
@@ -56,7 +58,7 @@ class EpisodeValidation(keras.callbacks.Callback):
         self.key = key
 
     def on_epoch_end(self, epoch, logs=None):
-        result = self.evaluator(self.episodes)
+        result = self.evaluator(self.episodes(epoch))
         if logs is not None:
             logs[self.key] = result.accuracy / 100.0
             logs[self.key + "_ci95"] = result.ci95 / 100.0
@@ -76,7 +78,7 @@ class StageFit:
       batches: ``epoch -> dataset``: the training stream from the start of
         that epoch on (a resumed run continues where it stopped).
       steps_per_epoch: ``fit`` steps per epoch.
-      schedule: the learning rate by epoch.
+      schedule: ``epoch -> learning rate`` (`epoch_schedule`).
       description: what one epoch is, for the log.
     """
 
@@ -84,7 +86,7 @@ class StageFit:
     optimizer: keras.optimizers.Optimizer
     batches: Callable[[int], tf.data.Dataset]
     steps_per_epoch: int
-    schedule: StepDecay
+    schedule: Callable[[int], float]
     description: str
 
 
@@ -96,6 +98,7 @@ def run_stage(
     val_episodes,
     strategy,
     *,
+    keep_epoch_weights=False,
     verbose=1,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     stage_callbacks: Callable[[object], Sequence[keras.callbacks.Callback]] = lambda files: (),
@@ -109,8 +112,11 @@ def run_stage(
       epochs: the stage's epochs.
       compile_fit: ``fresh_start -> StageFit`` (``fresh_start``: no resume
         checkpoint exists), called only when the stage is not done yet.
-      val_episodes: finite dataset of unbatched validation episodes.
+      val_episodes: ``epoch -> finite dataset of unbatched validation
+        episodes`` (`ValidationEpisodes`).
       strategy: the `tf.distribute.Strategy` the models live in.
+      keep_epoch_weights: also keep the episode model's weights of every
+        epoch (`checkpointing.EpochWeights`).
       verbose: Keras ``fit`` verbosity.
       callbacks: extra Keras callbacks (after the stage's own).
       stage_callbacks: ``files -> callbacks`` run after the stage's logs
@@ -144,6 +150,7 @@ def run_stage(
                 SyncMovingStatistics(strategy),
                 EpisodeValidation(files.stage, episode_model, val_episodes),
                 checkpointing.BestCheckpoint(episode_model, files, MONITOR),
+                *([checkpointing.EpochWeights(episode_model, files)] if keep_epoch_weights else []),
                 *run_logs.logging_callbacks(files, epochs),
                 *stage_callbacks(files),
                 checkpointing.ResumeCheckpoint(resume),
