@@ -22,6 +22,7 @@ a half-written file behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -42,20 +43,41 @@ UNTRAINED_WARNING = (
 )
 
 
-def write_json_atomically(path, payload):
-    """Writes ``payload`` as JSON to ``path`` via a temporary file + rename."""
+def new_file_mode():
+    """The mode ``open()`` gives a new file: 0666 minus the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix=".tmp"):
+    """Yields a temporary file path beside ``path`` to write; on success it replaces ``path``.
+
+    The folders are created. On success the file gets the mode of a newly
+    opened file (the temporary one is private, 0600) and is renamed onto
+    ``path``; on any exception it is removed. ``suffix`` ends the temporary
+    name (writers that insist on an extension need theirs).
+    """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    handle, temporary = tempfile.mkstemp(dir=folder, suffix=suffix)
+    os.close(handle)
     try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(payload, stream, indent=2, sort_keys=True)
-            stream.write("\n")
+        yield temporary
+        os.chmod(temporary, new_file_mode())
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
+
+
+def write_json_atomically(path, payload):
+    """Writes ``payload`` as JSON to ``path`` via a temporary file + rename."""
+    with atomic_path(path) as temporary, open(temporary, "w") as stream:
+        json.dump(payload, stream, indent=2, sort_keys=True)
+        stream.write("\n")
 
 
 def read_json(path):
@@ -65,11 +87,8 @@ def read_json(path):
 
 def save_weights_atomically(model, path):
     """``model.save_weights(path)`` through a temporary file + rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    temporary = os.path.join(folder, f".tmp-{os.getpid()}.weights.h5")
-    model.save_weights(temporary)
-    os.replace(temporary, path)
+    with atomic_path(path, suffix=".weights.h5") as temporary:
+        model.save_weights(temporary)
 
 
 class StageFiles:

@@ -3,7 +3,8 @@
 import keras
 import tensorflow as tf
 
-from tf_deepemd.backbones.resnet12 import batch_norm, check_images, kaiming_fan_out
+from tf_deepemd.backbones.resnet12 import batch_norm, kaiming_fan_out
+from tf_deepemd.ops.checks import check_image_shape, check_images
 
 
 @keras.saving.register_keras_serializable(package="tf_deepemd")
@@ -49,12 +50,7 @@ class Conv4(keras.Model):
         self.max_pool = keras.layers.MaxPooling2D(2, strides=2, padding="valid")
 
     def build(self, input_shape):
-        shape = tuple(input_shape)
-        if len(shape) != 4:
-            raise ValueError(
-                f"`images` must have rank 4 ([batch, height, width, channels]), "
-                f"got shape {shape}."
-            )
+        shape = check_image_shape(input_shape)
         for conv, bn in zip(self.convs, self.bns):
             conv.build(shape)
             shape = shape[:-1] + (conv.filters,)

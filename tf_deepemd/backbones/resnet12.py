@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 
 from tf_deepemd.backbones.dropblock import DropBlock2D
+from tf_deepemd.ops.checks import check_image_shape, check_images
 
 
 def kaiming_fan_out():
@@ -21,16 +22,6 @@ def kaiming_fan_out():
 def batch_norm(name):
     # PyTorch defaults: momentum 0.1 (running = 0.9 old + 0.1 new), eps 1e-5.
     return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
-
-
-def check_images(images, name="images"):
-    """Static rank check for ``[B, H, W, C]`` image/feature batches."""
-    rank = images.shape.rank
-    if rank is not None and rank != 4:
-        raise ValueError(
-            f"`{name}` must have rank 4 ([batch, height, width, channels]), "
-            f"got shape {images.shape}."
-        )
 
 
 @keras.saving.register_keras_serializable(package="tf_deepemd")
@@ -204,12 +195,7 @@ class ResNet12(keras.Model):
         ]
 
     def build(self, input_shape):
-        shape = tuple(input_shape)
-        if len(shape) != 4:
-            raise ValueError(
-                f"`images` must have rank 4 ([batch, height, width, channels]), "
-                f"got shape {shape}."
-            )
+        shape = check_image_shape(input_shape)
         for block in self.blocks:
             block.build(shape)
             shape = block.compute_output_shape(shape)

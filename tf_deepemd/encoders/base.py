@@ -2,7 +2,7 @@
 
 import keras
 
-from tf_deepemd.backbones.resnet12 import check_images
+from tf_deepemd.ops.checks import check_image_shape, check_images
 
 
 class RegionEncoder(keras.layers.Layer):
@@ -23,13 +23,7 @@ class RegionEncoder(keras.layers.Layer):
         self.backbone = backbone
 
     def _check_input_shape(self, input_shape):
-        shape = tuple(input_shape)
-        if len(shape) != 4:
-            raise ValueError(
-                f"`images` must have rank 4 ([batch, height, width, channels]), "
-                f"got shape {shape}."
-            )
-        return shape
+        return check_image_shape(input_shape)
 
     def _build_backbone(self, backbone_input_shape):
         if not self.backbone.built:

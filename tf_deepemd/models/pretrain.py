@@ -2,7 +2,7 @@
 
 import keras
 
-from tf_deepemd.backbones.resnet12 import check_images
+from tf_deepemd.ops.checks import check_images
 
 
 @keras.saving.register_keras_serializable(package="tf_deepemd")

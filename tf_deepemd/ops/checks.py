@@ -43,6 +43,22 @@ def check_rank(tensor, name, rank, layout):
         )
 
 
+IMAGE_LAYOUT = "[batch, height, width, channels]"
+
+
+def check_image_shape(shape, name="images"):
+    """``tuple(shape)``; ValueError naming ``name`` unless it has rank 4 (``IMAGE_LAYOUT``)."""
+    shape = tuple(shape)
+    if len(shape) != 4:
+        raise ValueError(f"`{name}` must have rank 4 ({IMAGE_LAYOUT}), got shape {shape}.")
+    return shape
+
+
+def check_images(images, name="images"):
+    """Static rank check of an image or feature-map batch ``[B, H, W, C]``."""
+    check_rank(images, name, 4, IMAGE_LAYOUT)
+
+
 def check_labels(support_labels):
     """ValueError unless ``support_labels`` is an integer tensor of rank 1; returns it."""
     support_labels = tf.convert_to_tensor(support_labels)

@@ -17,11 +17,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from typing import Any, Mapping, Optional
 
 import numpy as np
 import tensorflow as tf
+
+from tf_deepemd.run_folder import atomic_path
 
 __all__ = ["FORMAT_VERSION", "GalleryIndex", "build_index", "embed_images", "global_features", "load_index"]
 
@@ -148,25 +149,13 @@ class GalleryIndex:
         path = os.fspath(path)
         if not path.endswith(".npz"):
             raise ValueError(f"`path` must end with .npz, got {path!r}.")
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=folder, suffix=".npz.tmp")
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                np.savez(
-                    stream,
-                    format_version=np.int64(FORMAT_VERSION),
-                    metadata=np.str_(json.dumps(self.metadata, sort_keys=True)),
-                    **{name: getattr(self, name) for name in _ARRAYS},
-                )
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes it private (0600)
-            os.replace(temporary, path)
-        except BaseException:
-            if os.path.exists(temporary):
-                os.remove(temporary)
-            raise
+        with atomic_path(path, suffix=".npz.tmp") as temporary, open(temporary, "wb") as stream:
+            np.savez(
+                stream,
+                format_version=np.int64(FORMAT_VERSION),
+                metadata=np.str_(json.dumps(self.metadata, sort_keys=True)),
+                **{name: getattr(self, name) for name in _ARRAYS},
+            )
         return path
 
 

@@ -10,7 +10,8 @@ training callbacks and headless servers.
 from __future__ import annotations
 
 import os
-import tempfile
+
+from tf_deepemd.run_folder import atomic_path
 
 INSTALL_HINT = "matplotlib is needed for figures: pip install 'tf_deepemd[plots]' (or pip install matplotlib)."
 
@@ -32,30 +33,13 @@ def new_figure(width: float, height: float):
     return Figure(figsize=(width, height), layout="constrained")
 
 
-def default_file_mode() -> int:
-    """The mode ``open()`` would give a new file: 0666 minus the umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def save_figure(figure, path: str, dpi: int = 120) -> str:
     """Writes ``figure`` as PNG to ``path`` (folders created, atomic rename); returns the path."""
     path = os.fspath(path)
     if not path.lower().endswith(".png"):
         raise ValueError(f"`path` must end with .png, got {path!r}.")
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, suffix=".png.tmp")
-    os.close(handle)
-    try:
+    with atomic_path(path, suffix=".png.tmp") as temporary:
         figure.savefig(temporary, format="png", dpi=dpi)
-        os.chmod(temporary, default_file_mode())  # mkstemp makes it private (0600)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
     return path
 
 
