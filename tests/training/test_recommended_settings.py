@@ -73,7 +73,8 @@ def test_schedule_by_name_step_is_the_default():
     assert PretrainSettings().lr_schedule == MetaTrainSettings().lr_schedule == "step"
 
 
-@pytest.mark.parametrize("settings, binding", [(PretrainSettings, "pretrain"), (MetaTrainSettings, "meta_train")])
+@pytest.mark.parametrize("settings, binding",
+                         [(PretrainSettings, "pretrain"), (MetaTrainSettings, "meta_train")])
 def test_unknown_schedule_is_named_under_its_binding(settings, binding):
     parse_config(gin_bindings=[f"{binding}.lr_schedule = 'warm_restarts'"])
     with pytest.raises(ValueError, match=f"{binding}.lr_schedule must be one of"):
@@ -94,7 +95,8 @@ def demo_dir(tmp_path_factory):
 
 def images_by_epoch(demo_dir, seed, new_each_epoch, epochs=3):
     source = DataSource("demo", demo_dir, image_size=16, options={"images_per_class": 20}, seed=seed)
-    episodes = ValidationEpisodes(source, 5, 1, 3, num_episodes=2, seed_offset=3, new_each_epoch=new_each_epoch)
+    episodes = ValidationEpisodes(source, 5, 1, 3, num_episodes=2, seed_offset=3,
+                                  new_each_epoch=new_each_epoch)
     return [np.stack([inputs[0].numpy() for inputs, _ in episodes(epoch)]) for epoch in range(epochs)]
 
 

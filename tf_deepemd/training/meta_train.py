@@ -80,7 +80,9 @@ class MetaTrainSettings:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"meta_train.{name} must be >= 1, got {getattr(self, name)}.")
         if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"meta_train.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}.")
+            raise ValueError(
+                f"meta_train.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}."
+            )
         if self.episodes_per_update % num_replicas:
             raise ValueError(
                 f"meta_train.episodes_per_update={self.episodes_per_update} must be a multiple of "
