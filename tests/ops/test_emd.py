@@ -531,9 +531,25 @@ def test_without_validation_the_checks_are_skipped(rng):
     assert unchecked(cost, source, target).shape == cost.shape
 
 
+def has_stable_optimum(cost, source, target, rng, step):
+    """Whether HiGHS finds the same plan for cost +- a random perturbation of
+    size `step`: when the optimal plans form a face, or nearly (costs tied
+    within `step` around a cycle), the two perturbations pick different
+    vertices."""
+    direction = step * rng.uniform(-1, 1, size=cost.shape)
+    plans = [highs_emd(cost + sign * direction, source, target)[1] for sign in (1, -1)]
+    return np.abs(plans[0] - plans[1]).max() <= 1e-6
+
+
 def test_float16_inputs(rng):
     """float16 in, float16 out: the solve runs in float64, so the objective is
-    as accurate as the float16 rounding of the inputs and outputs allows."""
+    as accurate as the float16 rounding of the inputs and outputs allows.
+
+    d transport_cost / d cost is the optimal plan where that plan is stable;
+    rounding to float16 can tie costs around a cycle to within the rounding
+    step (seen with TEST_SEED=2 and 5), and then every (nearly) optimal plan is
+    a valid gradient, so there it must be a nearly optimal plan, not
+    necessarily the returned one."""
     cost, source, target = nondegenerate_problems(rng, 20, 7, 5)
     cost, source, target = (x.astype(np.float16).astype(np.float64) for x in (cost, source, target))
     target *= source.sum(-1, keepdims=True) / target.sum(-1, keepdims=True)
@@ -545,9 +561,21 @@ def test_float16_inputs(rng):
     gradients = tape.gradient(loss, inputs)
     assert result.flow.dtype == tf.float16 and result.transport_cost.dtype == tf.float16
     assert all(g.dtype == tf.float16 and np.all(np.isfinite(g.numpy())) for g in gradients)
-    reference = highs_emd_batch(*(x.astype(np.float16).astype(np.float64)
-                                  for x in (cost, source, target)))
+    solved = [x.numpy().astype(np.float64) for x in inputs]
+    reference = highs_emd_batch(*solved)
     error = np.abs(result.transport_cost.numpy().astype(np.float64) - reference) / reference
     assert error.max() <= 3e-3, error.max()
-    np.testing.assert_allclose(gradients[0].numpy().astype(np.float64),
-                               result.flow.numpy().astype(np.float64), atol=2e-3)
+    cost_gradient = gradients[0].numpy().astype(np.float64)
+    flow = result.flow.numpy().astype(np.float64)
+    stable = [has_stable_optimum(c, a, b, rng, step=4e-3) for c, a, b in zip(*solved)]
+    assert sum(stable) >= len(stable) // 2, stable  # the elementwise check stays the rule
+    for index, (c, a, b) in enumerate(zip(*solved)):
+        if stable[index]:
+            np.testing.assert_allclose(cost_gradient[index], flow[index], atol=2e-3,
+                                       err_msg=f"problem {index}")
+        else:
+            plan = cost_gradient[index]
+            assert plan.min() >= -2e-3, (index, plan.min())
+            np.testing.assert_allclose(plan.sum(-1), a, atol=1e-2, err_msg=f"problem {index}")
+            np.testing.assert_allclose(plan.sum(-2), b, atol=1e-2, err_msg=f"problem {index}")
+            assert abs(np.sum(c * plan) - reference[index]) <= 3e-3 * reference[index], index
