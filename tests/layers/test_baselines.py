@@ -99,6 +99,18 @@ def test_clear_errors(rng, head_cls):
         head_cls(temperature=0.0)
 
 
+@pytest.mark.parametrize("head_cls", [ProtoNetHead, CosineHead])
+def test_a_batch_of_episodes_gives_each_episode_its_own_logits(rng, head_cls):
+    episodes = [episode(rng) for _ in range(3)]
+    query, prototypes, support, labels = (np.stack(parts) for parts in zip(*episodes))
+    head = head_cls()
+    np.testing.assert_allclose(ClassMeanPrototypes()(support, labels), prototypes, atol=1e-6)
+    batched = head(query, prototypes).numpy()
+    assert batched.shape == (3, 4, 3)
+    for e in range(3):
+        np.testing.assert_allclose(batched[e], head(query[e], prototypes[e]), rtol=1e-5, atol=1e-5)
+
+
 def test_class_mean_prototypes_check_the_support_set(rng):
     _, _, support, labels = episode(rng)
     prototype_layer = ClassMeanPrototypes()

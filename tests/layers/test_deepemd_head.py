@@ -193,3 +193,15 @@ def test_kkt_gradient_with_uniform_weights_and_few_nodes_is_finite(rng):
         loss = tf.reduce_sum(head(q, p) * rng.normal(size=(6, 3)))
     for grad in tape.gradient(loss, [q, p]):
         assert np.all(np.isfinite(grad.numpy()))
+
+
+def test_a_batch_of_episodes_gives_each_episode_its_own_logits(rng):
+    head = tf_deepemd.DeepEMDHead()
+    query, proto = features(rng, 3, 4, 6, 8), features(rng, 3, 2, 5, 8)
+    batched = head(query, proto).numpy()
+    assert batched.shape == (3, 4, 2)
+    assert head.compute_output_shape((3, 4, 6, 8), (3, 2, 5, 8)) == (3, 4, 2)
+    for e in range(3):
+        np.testing.assert_allclose(batched[e], head(query[e], proto[e]), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="`proto_nodes` must have rank 4"):
+        head(query, proto[0])

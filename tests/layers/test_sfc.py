@@ -115,6 +115,47 @@ def test_dynamic_way_and_shot_under_tf_function(rng):
         np.testing.assert_allclose(got, sfc(support, labels, head=head), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("gradient_mode", ["stop_flow", "kkt"])
+def test_a_batch_of_episodes_is_fitted_as_each_alone(rng, gradient_mode):
+    # 3-way 3-shot, 9 support images: batches of 4, 4, 1 per epoch; each
+    # episode with its own label order.
+    episodes = [toy_episode(rng, way=3, shot=3) for _ in range(3)]
+    for support, labels, _, _ in episodes[1:]:
+        order = rng.permutation(len(labels))
+        support[:], labels[:] = support[order], labels[order]
+    support, labels = np.stack([e[0] for e in episodes]), np.stack([e[1] for e in episodes])
+    sfc = tf_deepemd.SFC(steps=3, learning_rate=30.0, gradient_mode=gradient_mode, seed=3)
+    head = tf_deepemd.DeepEMDHead()
+    batched = sfc(support, labels, head=head, seed=2).numpy()
+    assert batched.shape == (3, 3, 4, 16)
+    assert sfc.compute_output_shape((3, 9, 4, 16), (3, 9)) == (3, None, 4, 16)
+    for e in range(3):
+        alone = sfc(support[e], labels[e], head=head, seed=2).numpy()
+        np.testing.assert_allclose(batched[e], alone, rtol=1e-5, atol=1e-6)
+        means = np.stack([support[e][labels[e] == k].mean(0) for k in range(3)])
+        assert np.abs(alone - means).max() > 1e-3  # fitted, not the class means
+    # One image per class: the support nodes themselves, batched too.
+    first = np.stack([[np.flatnonzero(y == k)[0] for k in range(3)] for y in labels])
+    one_shot_support = np.take_along_axis(support, first[:, :, None, None], axis=1)
+    one_shot = sfc(one_shot_support, np.tile(np.arange(3, dtype=np.int32), (3, 1)), head=head)
+    np.testing.assert_array_equal(one_shot, one_shot_support)
+
+
+def test_the_support_is_checked_once_outside_the_fit_loop(rng):
+    """No run-time assert in the loop (or any function it calls); NaN nodes fail at the call."""
+    support, labels, _, _ = toy_episode(rng, way=2, shot=2)
+    sfc, head = tf_deepemd.SFC(steps=1), tf_deepemd.DeepEMDHead()
+    fit = tf.function(lambda nodes, y: sfc(nodes, y, head=head))
+    graph = fit.get_concrete_function(tf.constant(support), tf.constant(labels)).graph
+    functions = graph.as_graph_def().library.function
+    assert any("while_body" in function.signature.name for function in functions)
+    for function in functions:
+        assert "Assert" not in {node.op for node in function.node_def}, function.signature.name
+    support[1, 2, 3] = np.nan
+    with pytest.raises(tf.errors.InvalidArgumentError, match="`support_nodes` must be finite"):
+        sfc(support, labels, head=head)
+
+
 def test_no_gradient_to_the_support_features(rng):
     support, labels, _, _ = toy_episode(rng, way=2, shot=2)
     x = tf.constant(support)

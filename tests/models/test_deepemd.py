@@ -171,8 +171,29 @@ def test_a_batch_of_one_episode_gives_a_batch_of_one(rng):
     batched = model((support[None], labels[None], query[None])).numpy()
     assert batched.shape == (1, 6, 3)
     np.testing.assert_allclose(batched[0], model((support, labels, query)), rtol=1e-6)
-    with pytest.raises(ValueError, match="batch of 2 episodes"):
-        model((np.stack([support] * 2), np.stack([labels] * 2), np.stack([query] * 2)))
+    # Training takes one episode per call (batch norm over that episode).
+    two = (np.stack([support] * 2), np.stack([labels] * 2), np.stack([query] * 2))
+    with pytest.raises(ValueError, match="batch of 2 episodes; in training"):
+        model(two, training=True)
+
+
+@pytest.mark.parametrize("shot", [1, 3])
+def test_a_batch_of_episodes_gives_each_episode_its_logits_alone(rng, shot):
+    """Inference on E episodes in one call (SFC for shot 3): each episode's logits alone."""
+    make = EpisodeMaker(rng)
+    episodes = [make(way=3, shot=shot, query=2)[0] for _ in range(3)]
+    stacked = tuple(np.stack(parts) for parts in zip(*episodes))
+    model = tiny_model(prototypes=SFC(steps=2, learning_rate=5.0, batch_size=4, seed=4))
+    alone = np.stack([model(episode).numpy() for episode in episodes])
+    # Dynamic E under tf.function, as the evaluator traces it.
+    image = tf.TensorSpec([None, None, SIZE, SIZE, 3])
+    compiled = tf.function(lambda x: model(x), input_signature=[
+        (image, tf.TensorSpec([None, None], tf.int32), image)])
+    for batched in (model(stacked).numpy(), compiled(stacked).numpy()):
+        assert batched.shape == (3, 6, 3)
+        np.testing.assert_allclose(batched, alone, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="`support_labels` is for 2 episodes"):
+        model((stacked[0], stacked[1][:2], stacked[2]))
 
 
 def test_clear_errors(rng):

@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_deepemd.training.evaluate import confidence_interval, evaluate_episodes
+from tf_deepemd.training.evaluate import (
+    EpisodeEvaluator,
+    auto_episodes_per_call,
+    confidence_interval,
+    evaluate_episodes,
+)
 
 
 def test_confidence_interval_is_196_population_std_over_sqrt_n(rng):
@@ -33,14 +38,49 @@ def test_evaluate_episodes_scores_each_episode():
         predicted = tf.where(tf.range(4) < right, tf.range(4), (tf.range(4) + 1) % 4)
         return tf.one_hot(predicted, 4)
 
-    result = evaluate_episodes(model, episodes)
+    result = evaluate_episodes(model, episodes, episodes_per_call=1)
     expected = np.array([0, 25, 50, 75, 100], np.float64)
     np.testing.assert_allclose(result.per_episode, expected)
     assert result.episodes == 5
     assert result.accuracy == pytest.approx(50.0)
     assert result.ci95 == pytest.approx(1.96 * expected.std() / np.sqrt(5))
     assert result.episodes_per_second > 0
-    assert evaluate_episodes(model, episodes, num_episodes=2).accuracy == pytest.approx(12.5)
+    assert evaluate_episodes(model, episodes, num_episodes=2, episodes_per_call=1).accuracy == (
+        pytest.approx(12.5))
+
+
+def test_several_episodes_per_call_score_each_episode_as_alone(rng):
+    """DeepEMD on 7 episodes, 3 per call (the last call padded): the accuracies of 1 per call."""
+    from tests.models.test_deepemd import SIZE, EpisodeMaker, episode_dataset, tiny_model
+
+    make = EpisodeMaker(rng, noise=1.5)
+    episodes = episode_dataset([make(way=3, shot=1, query=4) for _ in range(7)])
+    model = tiny_model()
+    one = EpisodeEvaluator(model, episodes_per_call=1)(episodes)
+    three = EpisodeEvaluator(model, episodes_per_call=3)
+    calls = list(three.calls(episodes))
+    assert [len(call) for call in calls] == [3, 3, 1]
+    np.testing.assert_allclose(np.concatenate(calls), one.per_episode)
+    assert 0 < one.accuracy < 100  # the episodes are not all alike
+    result = three(episodes, num_episodes=5)
+    np.testing.assert_allclose(result.per_episode, one.per_episode[:5])
+    assert result.episodes == 5 and result.episodes_per_second > 0
+    # The short last calls were padded: one trace for all calls.
+    assert three._correct_fraction.experimental_get_tracing_count() == 1
+    with pytest.raises(ValueError, match="episodes_per_call"):
+        EpisodeEvaluator(model, episodes_per_call=0)
+
+
+def test_automatic_episodes_per_call_follow_the_pixels_of_an_episode():
+    def spec(support, query, size):
+        image = lambda n: tf.TensorSpec([n, size, size, 3])  # noqa: E731
+        return (image(support), tf.TensorSpec([support], tf.int32), image(query)), None
+
+    assert auto_episodes_per_call(spec(5, 75, 32)) == 12
+    assert auto_episodes_per_call(spec(25, 75, 32)) == 9
+    assert auto_episodes_per_call(spec(5, 75, 84)) == 1
+    assert auto_episodes_per_call(spec(1, 1, 8)) == 16
+    assert auto_episodes_per_call(spec(None, 75, 32)) == 1
 
 
 def test_episode_objectives_accept_batches_of_one_episode(rng):

@@ -9,7 +9,9 @@ both heads, the convention of DeepEMD's ``T = 12.5`` (not a divisor as in
 some ProtoNet code).
 
 Call convention (the head contract, shared with `DeepEMDHead`):
-  ``call(query_nodes [Q, N, C], proto_nodes [W, M, C]) -> logits [Q, W]``.
+  ``call(query_nodes [Q, N, C], proto_nodes [W, M, C]) -> logits [Q, W]``,
+  or with the same leading episode dims on both inputs and the output
+  (``[E, Q, N, C], [E, W, M, C] -> [E, Q, W]``: E episodes at once).
 """
 
 import keras
@@ -26,9 +28,9 @@ def _check_temperature(temperature):
 
 
 def _pooled(query_nodes, proto_nodes):
-    """``([Q, C] pooled queries, [W, C] pooled prototypes)``."""
+    """``([..., Q, C] pooled queries, [..., W, C] pooled prototypes)``."""
     query_nodes, proto_nodes = check_node_sets(query_nodes, proto_nodes)
-    return tf.reduce_mean(query_nodes, axis=1), tf.reduce_mean(proto_nodes, axis=1)
+    return tf.reduce_mean(query_nodes, axis=-2), tf.reduce_mean(proto_nodes, axis=-2)
 
 
 @keras.saving.register_keras_serializable(package="tf_deepemd")
@@ -49,7 +51,7 @@ class ProtoNetHead(keras.layers.Layer):
         return -self.temperature * pairwise_squared_distance(query, prototypes)
 
     def compute_output_shape(self, query_nodes_shape, proto_nodes_shape):
-        return (query_nodes_shape[0], proto_nodes_shape[0])
+        return tuple(query_nodes_shape)[:-2] + (proto_nodes_shape[-3],)
 
     def get_config(self):
         config = super().get_config()
@@ -88,13 +90,13 @@ class CosineHead(keras.layers.Layer):
 
     def call(self, query_nodes, proto_nodes):
         query, prototypes = _pooled(query_nodes, proto_nodes)
-        # [Q, 1, C] x [W, 1, C] -> [Q, W, 1, 1]: one node per image.
-        cosine = cosine_similarity_map(query[:, None, :], prototypes[:, None, :])[..., 0, 0]
+        # [..., Q, 1, C] x [..., W, 1, C] -> [..., Q, W, 1, 1]: one node per image.
+        cosine = cosine_similarity_map(query[..., None, :], prototypes[..., None, :])[..., 0, 0]
         scale = self.temperature if self.temperature_weight is None else self.temperature_weight
         return tf.cast(scale, cosine.dtype) * cosine
 
     def compute_output_shape(self, query_nodes_shape, proto_nodes_shape):
-        return (query_nodes_shape[0], proto_nodes_shape[0])
+        return tuple(query_nodes_shape)[:-2] + (proto_nodes_shape[-3],)
 
     def get_config(self):
         config = super().get_config()

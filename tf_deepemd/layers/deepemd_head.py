@@ -15,9 +15,11 @@ class DeepEMDHead(keras.layers.Layer):
     S the cosine similarity of the 'center'-normalised nodes, flow the
     optimal flow for cost ``1 - S`` between the node weights of the two
     sets. All ``Q * W`` transportation problems go to ONE batched solver
-    call. Inputs are RAW features (the cross-reference weights use them
-    un-centred). Logits lie in ``[-temperature, temperature]``. The layer
-    has no weights.
+    call. E episodes at once: ``([E, Q, N, C], [E, W, M, C]) -> [E, Q, W]``,
+    all ``E * Q * W`` problems in one call, each episode's logits those it
+    gets alone (a solver problem does not depend on its batch). Inputs are
+    RAW features (the cross-reference weights use them un-centred). Logits
+    lie in ``[-temperature, temperature]``. The layer has no weights.
 
     Args:
       node_weights: ``'cross_reference'`` (official: relu of the dot product
@@ -72,7 +74,9 @@ class DeepEMDHead(keras.layers.Layer):
         """Logits with everything behind them, e.g. for pictures of the matching.
 
         Args:
-          query_nodes: float ``[Q, N, C]``; proto_nodes: float ``[W, M, C]``.
+          query_nodes: float ``[Q, N, C]``; proto_nodes: float ``[W, M, C]``
+            (or both with the same leading episode dims, which then lead
+            every output).
 
         Returns:
           dict with ``logits [Q, W]``, ``flow [Q, W, N, M]``, ``similarity
@@ -88,7 +92,7 @@ class DeepEMDHead(keras.layers.Layer):
         return self.match(query_nodes, proto_nodes)["logits"]
 
     def compute_output_shape(self, query_nodes_shape, proto_nodes_shape):
-        return (query_nodes_shape[0], proto_nodes_shape[0])
+        return tuple(query_nodes_shape)[:-2] + (proto_nodes_shape[-3],)
 
     def get_config(self):
         config = super().get_config()

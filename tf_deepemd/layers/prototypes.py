@@ -4,7 +4,9 @@ The prototype slot of `DeepEMD` takes any layer with this call contract:
 ``call(support_nodes [S, M, C], support_labels int [S], way=None, head=None)
 -> prototypes [way, M, C]``, where ``head`` is the matching head the
 prototypes are for (a fitter such as `SFC` scores with it; the class mean
-does not need it). ``way`` (by keyword: Keras takes only tensors
+does not need it); for E episodes at once (`DeepEMD` in inference)
+``([E, S, M, C], [E, S]) -> [E, way, M, C]``, each episode's prototypes
+those it gets alone. ``way`` (by keyword: Keras takes only tensors
 positionally) is a Python int, an int scalar tensor, or None for
 ``max(support_labels) + 1``; labels are checked at run time (each in
 ``[0, way)``, every class present).
@@ -29,4 +31,4 @@ class ClassMeanPrototypes(keras.layers.Layer):
         return class_means(support_nodes, support_labels, way)
 
     def compute_output_shape(self, support_nodes_shape, support_labels_shape):
-        return (None,) + tuple(support_nodes_shape)[1:]
+        return tuple(support_nodes_shape)[:-3] + (None,) + tuple(support_nodes_shape)[-2:]

@@ -12,13 +12,15 @@ from tf_deepemd.ops.sfc import fit_sfc
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled_fit(sfc_options, matching_options):
+def _compiled_fit(sfc_options, matching_options, batched):
     """One `tf.function` per configuration, for eager callers.
 
     In eager mode a `tf.while_loop` runs its body op by op from Python
     (hundreds of solver calls); compiling once per configuration keeps SFC
     in-graph whatever the caller does. Keyed on hashable option tuples, so
-    equal configurations share the traced graph.
+    equal configurations share the traced graph, and on whether the support
+    set is a batch of episodes (a function traced for both ranks would
+    relax them to unknown).
     """
     return tf.function(
         functools.partial(_fit, sfc_options=sfc_options, matching_options=matching_options),
@@ -30,7 +32,10 @@ def _fit(support_nodes, support_labels, way, seed, *, sfc_options, matching_opti
     options = dict(matching_options)
 
     def logits_fn(query_nodes, prototypes):
-        return matching.deepemd_match(query_nodes, prototypes, **options).logits
+        # The support nodes are checked once, in `SFC.call`: run-time asserts
+        # on every update would cost time and keep grappler off the loop.
+        return matching.deepemd_match(
+            query_nodes, prototypes, validate_args=False, **options).logits
 
     def fit():
         return fit_sfc(
@@ -38,7 +43,8 @@ def _fit(support_nodes, support_labels, way, seed, *, sfc_options, matching_opti
         )
 
     # The official code fits SFC for shot > 1 only; one image per class keeps
-    # its support nodes (and their gradient).
+    # its support nodes (and their gradient). The episodes of a batch share
+    # way and support size, so they all take the same branch.
     return tf.cond(
         tf.reduce_max(class_counts(support_labels, way)) > 1,
         fit,
@@ -66,8 +72,12 @@ class SFC(keras.layers.Layer):
     class means, differentiable (the official code fits SFC for shot > 1
     only). The layer has no weights: the prototypes are fitted per episode.
 
+    E episodes at once: ``([E, S, M, C], [E, S]) -> [E, way, M, C]``, one
+    loop with one solver call per update for all of them; each episode's
+    prototypes are those it gets alone (same seed, its own loss term).
+
     ``seed``: optional int scalar tensor mixed with the layer's ``seed`` to
-    vary the batch order per episode.
+    vary the batch order per call (shared by the episodes of a batch).
 
     Args:
       steps: epochs over the support set (official ``-sfc_update_step`` 100).
@@ -131,6 +141,8 @@ class SFC(keras.layers.Layer):
                 f"`matching_options()`, e.g. `DeepEMDHead`), got {type(head).__name__}."
             )
         support_nodes, support_labels, way = check_support_set(support_nodes, support_labels, way)
+        support_nodes = tf.debugging.assert_all_finite(
+            support_nodes, "`support_nodes` must be finite (no NaN or Inf).")
         options = dict(head_options(), gradient_mode=self.gradient_mode)
         matching_options = tuple(sorted(options.items()))
         call_seed = tf.cast(0 if seed is None else seed, tf.int64)
@@ -139,11 +151,13 @@ class SFC(keras.layers.Layer):
             _fit, sfc_options=self._sfc_options(), matching_options=matching_options
         )
         if not tf.inside_function():
-            fit, way = _compiled_fit(self._sfc_options(), matching_options), tf.cast(way, tf.int32)
+            batched = support_labels.shape.rank == 2
+            fit = _compiled_fit(self._sfc_options(), matching_options, batched)
+            way = tf.cast(way, tf.int32)
         return fit(support_nodes, support_labels, way, seed_pair)
 
     def compute_output_shape(self, support_nodes_shape, support_labels_shape):
-        return (None,) + tuple(support_nodes_shape)[1:]
+        return tuple(support_nodes_shape)[:-3] + (None,) + tuple(support_nodes_shape)[-2:]
 
     def get_config(self):
         config = super().get_config()

@@ -10,17 +10,16 @@ EPISODE_KEYS = ("support_images", "support_labels", "query_images")
 IMAGE_LAYOUT = "[images, height, width, channels]"
 
 
-def _squeeze_episode_batch(tensor, name, rank):
-    """Drops a leading batch dimension of size 1 (``dataset.batch(1)``)."""
-    if tensor.shape.rank != rank + 1:
-        return tensor
+def _single_episode(tensor, name):
+    """Drops the leading batch dim of a batch of ONE episode (training takes one)."""
     if tensor.shape[0] is not None and tensor.shape[0] != 1:
         raise ValueError(
-            f"`{name}` has a leading batch of {tensor.shape[0]} episodes; DeepEMD takes one "
-            "episode per call (leave the episode dataset unbatched, or batch(1))."
+            f"`{name}` has a leading batch of {tensor.shape[0]} episodes; in training DeepEMD "
+            "takes one episode per call (batch norm would mix their statistics): leave the "
+            "episode dataset unbatched, or batch(1)."
         )
     check = tf.debugging.assert_equal(
-        tf.shape(tensor)[0], 1, message=f"`{name}`: only one episode per batch is supported."
+        tf.shape(tensor)[0], 1, message=f"`{name}`: training takes one episode per batch."
     )
     with tf.control_dependencies([check]):
         return tf.squeeze(tensor, axis=0)
@@ -29,10 +28,11 @@ def _squeeze_episode_batch(tensor, name, rank):
 def unpack_episode(inputs):
     """``((support_images, support_labels, query_images), batched)`` from a model input.
 
-    Accepts a tuple/list of the three tensors or a dict with those keys,
-    each optionally with a leading batch dimension of 1 (then ``batched``
-    is True and the dimension is removed). Raises ValueError naming the
-    argument on wrong structure, ranks, dtypes or counts.
+    Accepts a tuple/list of the three tensors or a dict with those keys:
+    one episode (``[S, H, W, 3]``, ``[S]``, ``[Q, H, W, 3]``) or a batch of
+    E episodes with a leading dim (then ``batched`` is True and the tensors
+    keep it). Raises ValueError naming the argument on wrong structure,
+    ranks, dtypes or counts.
     """
     if isinstance(inputs, dict):
         missing = [key for key in EPISODE_KEYS if key not in inputs]
@@ -49,24 +49,30 @@ def unpack_episode(inputs):
         if tensor.shape.rank is None:
             raise ValueError(
                 f"`{name}` has unknown rank; DeepEMD needs the rank (one episode, or a batch "
-                "of one) at trace time. (A tf.function called with both batched and unbatched "
-                "episodes relaxes to unknown rank: use one form per function.)"
+                "of episodes) at trace time. (A tf.function called with both batched and "
+                "unbatched episodes relaxes to unknown rank: use one form per function.)"
             )
-    batched = episode[2].shape.rank == 5
-    support_images, support_labels, query_images = (
-        _squeeze_episode_batch(tensor, name, rank)
-        for name, tensor, rank in zip(EPISODE_KEYS, episode, (4, 1, 4))
-    )
-    check_rank(query_images, "query_images", 4, IMAGE_LAYOUT)
+    support_images, support_labels, query_images = episode
+    batched = query_images.shape.rank == 5
+    batch_dims = int(batched)
+    layout = IMAGE_LAYOUT if not batched else "[episodes, " + IMAGE_LAYOUT[1:]
+    check_rank(query_images, "query_images", 4 + batch_dims, layout)
     support_images, support_labels = check_labelled_set(
-        support_images, support_labels, "support_images", 4, IMAGE_LAYOUT
+        support_images, support_labels, "support_images", 4, IMAGE_LAYOUT, batch_dims=batch_dims
     )
-    check = tf.debugging.assert_equal(
-        tf.shape(support_labels)[0],
-        tf.shape(support_images)[0],
+    shapes = [tf.shape(tensor)[: batch_dims + 1] for tensor in (support_labels, support_images)]
+    checks = [tf.debugging.assert_equal(
+        shapes[0],
+        shapes[1],
         message="`support_labels` and `support_images` must have one entry per support image.",
-    )
-    with tf.control_dependencies([check]):
+    )]
+    if batched:
+        checks.append(tf.debugging.assert_equal(
+            tf.shape(query_images)[0],
+            shapes[1][0],
+            message="`query_images` and `support_images` must hold the same number of episodes.",
+        ))
+    with tf.control_dependencies(checks):
         support_labels = tf.identity(support_labels)
     return (support_images, support_labels, query_images), batched
 
@@ -84,8 +90,15 @@ class DeepEMD(keras.Model):
     per step: pass the episode dataset UNBATCHED (each element is already
     a whole episode). A batch of ONE episode (``dataset.batch(1)``: images
     ``[1, S, H, W, 3]``, labels ``[1, S]``, ...) is also accepted and gives
-    logits ``[1, Q, way]``, matching query labels ``[1, Q]``; larger batches
-    are an error. Any way and shot.
+    logits ``[1, Q, way]``, matching query labels ``[1, Q]``. In inference
+    (``training=False``), a batch of E episodes of one shape gives ``[E,
+    Q, way]`` in one pass: one encoder call for all images, one solver call
+    for all ``E * Q * way`` problems, SFC fitted to all support sets in one
+    loop; each episode's logits are those it gets alone (`tf_deepemd.training`
+    evaluates this way). This needs a head and prototype layer that take
+    leading episode dims, as the library's do; a batch of several episodes
+    in training is an error (batch norm would mix their statistics). Any
+    way and shot.
 
     Built from three layers, saved as nested configs:
 
@@ -144,12 +157,36 @@ class DeepEMD(keras.Model):
 
     def call(self, inputs, training=False):
         (support_images, support_labels, query_images), batched = unpack_episode(inputs)
+        if batched and (training or support_images.shape[0] == 1):
+            # A batch of one episode: the one-episode path, with its layers'
+            # plain shapes (and batch norm over that episode in training).
+            support_images, support_labels, query_images = (
+                _single_episode(tensor, name) for tensor, name in
+                zip((support_images, support_labels, query_images), EPISODE_KEYS)
+            )
+            return self._classify_episode(
+                support_images, support_labels, query_images, training)[None]
+        if not batched:
+            return self._classify_episode(support_images, support_labels, query_images, training)
+        # E episodes: one encoder pass over all their images (inference only).
+        support_shape, query_shape = tf.shape(support_images), tf.shape(query_images)
+        num_support = support_shape[0] * support_shape[1]
+        images = tf.concat([
+            tf.reshape(support_images, tf.concat([[num_support], support_shape[2:]], 0)),
+            tf.reshape(query_images, tf.concat([[-1], query_shape[2:]], 0)),
+        ], 0)
+        nodes = self.encoder(images, training=False)
+        node_shape = tf.shape(nodes)[1:]
+        support_nodes = tf.reshape(
+            nodes[:num_support], tf.concat([support_shape[:2], node_shape], 0))
+        query_nodes = tf.reshape(nodes[num_support:], tf.concat([query_shape[:2], node_shape], 0))
+        return self.classify_nodes(query_nodes, support_nodes, support_labels)
+
+    def _classify_episode(self, support_images, support_labels, query_images, training):
         num_support = tf.shape(support_images)[0]
         # One encoder pass: batch norm sees the whole episode, as officially.
         nodes = self.encoder(tf.concat([support_images, query_images], 0), training=training)
-        logits = self.classify_nodes(nodes[num_support:], nodes[:num_support], support_labels)
-        # A batch of one episode in, a batch of one out: matches labels [1, Q].
-        return logits[None] if batched else logits
+        return self.classify_nodes(nodes[num_support:], nodes[:num_support], support_labels)
 
     def classify_nodes(self, query_nodes, support_nodes, support_labels):
         """Logits ``[Q, way]`` from encoded nodes (skips the encoder).
@@ -157,6 +194,7 @@ class DeepEMD(keras.Model):
         Args:
           query_nodes: float ``[Q, N, C]``; support_nodes: float ``[S, M, C]``.
           support_labels: int ``[S]`` in ``[0, way)``.
+          (Or all three with a leading episode dim E: logits ``[E, Q, way]``.)
         """
         prototypes = self.prototypes(support_nodes, support_labels, way=self.way, head=self.head)
         return self.head(query_nodes, prototypes)

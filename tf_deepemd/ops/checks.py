@@ -26,6 +26,7 @@ __all__ = [
 ]
 
 NODE_LAYOUT = "[images, nodes, channels]"
+BATCHED_NODE_LAYOUT = "[episodes, images, nodes, channels], as the other node set"
 
 
 def check_choice(name, value, choices):
@@ -59,26 +60,33 @@ def check_images(images, name="images"):
     check_rank(images, name, 4, IMAGE_LAYOUT)
 
 
-def check_labels(support_labels):
-    """ValueError unless ``support_labels`` is an integer tensor of rank 1; returns it."""
+def check_labels(support_labels, batch_dims=0):
+    """ValueError unless ``support_labels`` is an integer tensor of rank ``1 + batch_dims``.
+
+    ``[S]``, or ``[E, S]`` for ``batch_dims=1`` (a batch of episodes); returns it.
+    """
     support_labels = tf.convert_to_tensor(support_labels)
     rank = support_labels.shape.rank
-    if (rank is not None and rank != 1) or not support_labels.dtype.is_integer:
+    if (rank is not None and rank != 1 + batch_dims) or not support_labels.dtype.is_integer:
+        layout = "[S]" if batch_dims == 0 else "[episodes, S]"
         raise ValueError(
-            "`support_labels` must be an integer tensor of rank 1 ([S]), got "
-            f"{support_labels.dtype.name} of shape {support_labels.shape}."
+            f"`support_labels` must be an integer tensor of rank {1 + batch_dims} ({layout}), "
+            f"got {support_labels.dtype.name} of shape {support_labels.shape}."
         )
     return support_labels
 
 
-def check_labelled_set(items, labels, items_name, rank, layout):
+def check_labelled_set(items, labels, items_name, rank, layout, batch_dims=0):
     """Static checks of a labelled set (support images or support nodes).
 
     Args:
-      items: ``[S, ...]`` tensor of rank ``rank``; labels: integer ``[S]``.
+      items: ``[S, ...]`` tensor of rank ``rank`` (``[E, S, ...]``, rank
+        ``rank + 1``, for ``batch_dims=1``: E episodes); labels: integer
+        ``[S]`` (``[E, S]``).
       items_name: the argument name of ``items`` in error messages.
-      rank, layout: the rank ``items`` must have and its axes, e.g.
-        ``4, '[images, height, width, channels]'``.
+      rank, layout: the rank one set of ``items`` must have and its axes,
+        e.g. ``4, '[images, height, width, channels]'``.
+      batch_dims: 0 for one set, 1 for a batch of sets.
 
     Returns:
       ``(items, labels)`` as tensors.
@@ -88,16 +96,23 @@ def check_labelled_set(items, labels, items_name, rank, layout):
         counts that differ (where known statically).
     """
     items = tf.convert_to_tensor(items)
-    labels = check_labels(labels)
-    check_rank(items, items_name, rank, layout)
-    num_items = items.shape[0] if items.shape.rank else None
-    num_labels = labels.shape[0] if labels.shape.rank else None
+    labels = check_labels(labels, batch_dims)
+    check_rank(items, items_name, rank + batch_dims,
+               layout if batch_dims == 0 else "[episodes, " + layout[1:])
+    shapes = [tensor.shape[: batch_dims + 1] if tensor.shape.rank else None
+              for tensor in (items, labels)]
+    num_items, num_labels = (None if shape is None else shape[-1] for shape in shapes)
     if num_items == 0 or num_labels == 0:
         raise ValueError(f"Empty support set: `{items_name}` has 0 images.")
     if num_items is not None and num_labels is not None and num_items != num_labels:
         raise ValueError(
             f"`support_labels` has {num_labels} entries but `{items_name}` has "
             f"{num_items} images."
+        )
+    if batch_dims and None not in shapes and not shapes[0][:-1].is_compatible_with(shapes[1][:-1]):
+        raise ValueError(
+            f"`support_labels` is for {shapes[1][0]} episodes but `{items_name}` for "
+            f"{shapes[0][0]}."
         )
     return items, labels
 
@@ -131,26 +146,32 @@ def check_same_channels(a, b, name_a, name_b):
 
 
 def check_node_sets(query_nodes, proto_nodes, query_name="query_nodes", proto_name="proto_nodes"):
-    """Static checks of a ``([Q, N, C], [W, M, C])`` pair of node sets; returns tensors.
+    """Static checks of a ``([..., Q, N, C], [..., W, M, C])`` pair of node sets; returns tensors.
 
-    Raises ValueError naming the argument: wrong rank, non-float dtype,
-    a statically empty node axis, or channels or dtypes that differ.
+    One episode's sets have rank 3; a batch of episodes adds the same
+    leading dims to both. Raises ValueError naming the argument: a rank
+    below 3 or ranks that differ, a non-float dtype, a statically empty node
+    axis, or channels or dtypes that differ.
     """
+    query_nodes, proto_nodes = (tf.convert_to_tensor(x) for x in (query_nodes, proto_nodes))
+    query_rank = query_nodes.shape.rank
+    rank = 3 if query_rank is None or query_rank < 3 else query_rank
     node_sets = []
     for name, nodes in ((query_name, query_nodes), (proto_name, proto_nodes)):
-        nodes = tf.convert_to_tensor(nodes)
-        check_rank(nodes, name, 3, NODE_LAYOUT)
+        check_rank(nodes, name, rank, NODE_LAYOUT if rank == 3 else BATCHED_NODE_LAYOUT)
         node_sets.append(check_nodes(nodes, name))
-        if nodes.shape.rank is not None and nodes.shape[1] == 0:
+        if nodes.shape.rank is not None and nodes.shape[-2] == 0:
             raise ValueError(f"`{name}` has no nodes (shape {nodes.shape}).")
     check_same_channels(*node_sets, query_name, proto_name)
     return tuple(node_sets)
 
 
 def class_counts(labels, way):
-    """int32 ``[way]``: how many labels fall in each class of ``[0, way)``."""
-    way = tf.cast(way, tf.int32)
-    return tf.math.bincount(tf.cast(labels, tf.int32), minlength=way, maxlength=way)
+    """int32 ``[..., way]``: how many labels of ``[..., S]`` fall in each class of ``[0, way)``."""
+    if labels.shape.rank == 1:
+        way = tf.cast(way, tf.int32)
+        return tf.math.bincount(tf.cast(labels, tf.int32), minlength=way, maxlength=way)
+    return tf.reduce_sum(tf.one_hot(labels, tf.cast(way, tf.int32), dtype=tf.int32), axis=-2)
 
 
 def check_support_labels(support_labels, way):
@@ -196,15 +217,20 @@ def check_support_set(support_nodes, support_labels, way=None):
     """All checks of a labelled support node set, for layers that build prototypes.
 
     Args:
-      support_nodes: float ``[S, M, C]``; support_labels: integer ``[S]``.
-      way: int, int scalar tensor, or None for ``max(support_labels) + 1``.
+      support_nodes: float ``[S, M, C]``, or ``[E, S, M, C]`` for E episodes.
+      support_labels: integer ``[S]`` (``[E, S]``); every episode needs
+        every class.
+      way: int, int scalar tensor, or None for ``max(support_labels) + 1``
+        (over all episodes).
 
     Returns:
       ``(support_nodes, support_labels, way)``, the labels carrying the
       run-time checks of `check_support_labels`.
     """
+    support_labels = tf.convert_to_tensor(support_labels)
     support_nodes, support_labels = check_labelled_set(
-        support_nodes, support_labels, "support_nodes", 3, NODE_LAYOUT
+        support_nodes, support_labels, "support_nodes", 3, NODE_LAYOUT,
+        batch_dims=int(support_labels.shape.rank == 2),
     )
     check_nodes(support_nodes, "support_nodes")
     way = resolve_way(support_labels, way)

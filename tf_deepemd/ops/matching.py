@@ -115,6 +115,7 @@ def flow_logits(
     l2_strength=0.0,
     tolerance=None,
     max_iterations=100,
+    validate_args=True,
 ):
     """Solves the EMD problems of a similarity map and scores them.
 
@@ -127,8 +128,9 @@ def flow_logits(
         solver. ``'stop_flow'``: the flow is a constant, as the official
         OpenCV path, so ``d logit / d similarity = (T / N) * flow`` and the
         weights get no gradient.
-      l2_strength, tolerance, max_iterations: passed to
-        `tf_deepemd.ops.emd.emd`.
+      l2_strength, tolerance, max_iterations, validate_args: passed to
+        `tf_deepemd.ops.emd.emd` (``validate_args=False`` for callers that
+        checked the inputs once outside a loop, e.g. SFC's fit).
 
     Returns:
       ``(logits [...], flow [..., N, M])``.
@@ -149,6 +151,7 @@ def flow_logits(
         l2_strength=l2_strength,
         tolerance=tolerance,
         max_iterations=max_iterations,
+        validate_args=validate_args,
     )
     if gradient_mode == "stop_flow":
         flow = tf.stop_gradient(flow)
@@ -171,6 +174,7 @@ def deepemd_match(
     l2_strength=0.0,
     tolerance=None,
     max_iterations=100,
+    validate_args=True,
 ):
     """DeepEMD logits of every query against every prototype, with the flows.
 
@@ -179,7 +183,8 @@ def deepemd_match(
       proto_nodes: float ``[..., W, M, C]`` raw node features, same leading
         dims and channels.
       node_weights, temperature, gradient_mode, l2_strength, tolerance,
-        max_iterations: see `matching_marginals` and `flow_logits`.
+        max_iterations, validate_args: see `matching_marginals` and
+        `flow_logits`.
 
     Returns:
       A `DeepEMDMatch`; ``.logits`` is ``[..., Q, W]``.
@@ -195,5 +200,6 @@ def deepemd_match(
         l2_strength=l2_strength,
         tolerance=tolerance,
         max_iterations=max_iterations,
+        validate_args=validate_args,
     )
     return DeepEMDMatch(logits, flow, similarity, source, target)

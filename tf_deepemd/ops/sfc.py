@@ -5,7 +5,10 @@ The k support node sets of a class are replaced by ONE learned node set
 support nodes, then fitted by SGD on the cross-entropy of the support
 images classified against the SFC prototypes. Everything runs in one
 `tf.while_loop` (one iteration per SGD update), so it traces once under
-`tf.function` and works with a dynamic way and shot.
+`tf.function` and works with a dynamic way and shot. A batch of episodes
+(leading dim E) is fitted in the same loop, one solver call per update for
+all E episodes, each episode fitted exactly as alone (its own loss term,
+the same batch order).
 
 PyTorch-compatible SGD: the official code uses ``torch.optim.SGD(momentum=
 0.9, dampening=0.9, weight_decay=0)``, whose first step sets the momentum
@@ -76,27 +79,32 @@ def fit_sfc(
     code, the encoder gets no gradient through the fitted prototypes.
 
     Args:
-      support_nodes: float ``[S, M, C]`` raw support node features.
-      support_labels: int ``[S]`` in ``[0, way)``, every class present
-        (checked by the callers).
+      support_nodes: float ``[S, M, C]`` raw support node features, or
+        ``[E, S, M, C]`` for E episodes fitted at once.
+      support_labels: int ``[S]`` (``[E, S]``) in ``[0, way)``, every class
+        present (checked by the callers).
       way: int or int scalar tensor.
       logits_fn: ``(query_nodes [b, M, C], prototypes [way, M, C]) ->
-        logits [b, way]``, differentiable in the prototypes.
+        logits [b, way]``, differentiable in the prototypes (with the
+        leading episode dim on all three for a batch of episodes).
       steps: epochs over the support set (``-sfc_update_step``, 100).
       learning_rate: SGD learning rate (100 in the official eval.py, 0.1 in
         train_meta.py).
       batch_size: support images per update (``-sfc_bs``, 4).
       momentum, dampening: PyTorch SGD momentum and dampening (0.9, 0.9).
-      seed: shape-[2] int seed of the batch order (stateless random ops).
+      seed: shape-[2] int seed of the batch order (stateless random ops),
+        shared by the episodes of a batch.
 
     Returns:
-      ``[way, M, C]`` fitted prototypes (no gradient).
+      ``[way, M, C]`` (``[E, way, M, C]``) fitted prototypes (no gradient).
     """
     support_nodes = tf.stop_gradient(tf.convert_to_tensor(support_nodes))
     support_labels = tf.convert_to_tensor(support_labels)
     seed = tf.cast(tf.convert_to_tensor(seed), tf.int64)
     steps, batch_size = int(steps), int(batch_size)
-    num_support = tf.shape(support_labels)[0]
+    # The support axis: 0 for one episode, 1 for a batch of episodes.
+    axis = support_labels.shape.rank - 1
+    num_support = tf.shape(support_labels)[axis]
     batches_per_epoch = (num_support + batch_size - 1) // batch_size
     num_updates = steps * batches_per_epoch
     prototypes = class_means(support_nodes, support_labels, way)
@@ -109,14 +117,17 @@ def fit_sfc(
 
     def body(update, params, buffer):
         indices = batch_indices(update)
-        nodes = tf.gather(support_nodes, indices)
-        labels = tf.gather(support_labels, indices)
+        nodes = tf.gather(support_nodes, indices, axis=axis)
+        labels = tf.gather(support_labels, indices, axis=axis)
         with tf.GradientTape() as tape:
             tape.watch(params)
             logits = logits_fn(nodes, params)
-            loss = tf.reduce_mean(
-                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-            )
+            # Summed over episodes: each episode's prototypes get the
+            # gradient of its own mean loss, as when fitted alone.
+            loss = tf.reduce_sum(tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits),
+                axis=-1,
+            ))
         grad = tape.gradient(loss, params)
         params, buffer = dampened_momentum_step(
             params,

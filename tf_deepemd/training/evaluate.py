@@ -28,7 +28,7 @@ class EpisodeAccuracy:
       episodes: number of episodes evaluated.
       seconds: wall time of the loop (first episode's tracing included).
       episodes_per_second: steady-state rate, measured after the first
-        episode (which includes tracing the model).
+        call (which includes tracing the model).
       per_episode: accuracy of each episode in %, float64 ``[episodes]``.
     """
 
@@ -62,30 +62,87 @@ def confidence_interval(per_episode_accuracy):
     return float(values.mean()), float(1.96 * values.std() / np.sqrt(values.size))
 
 
+# Images x height x width one evaluation call may take when the number of episodes
+# per call is chosen automatically: 12 5-way 1-shot 15-query episodes of
+# 32 x 32 images, one at 84 x 84 (where a batch would hold gigabytes of
+# activations and gains little).
+AUTO_PIXELS_PER_CALL = 1_000_000
+MAX_AUTO_EPISODES_PER_CALL = 16
+
+
+def auto_episodes_per_call(element_spec):
+    """Episodes per call for episodes of ``element_spec`` (see `AUTO_PIXELS_PER_CALL`).
+
+    1 when the image shapes are not static.
+    """
+    (support, _, query), _ = element_spec
+    sizes = [np.prod(spec.shape[:-1].as_list()) if spec.shape.is_fully_defined() else None
+             for spec in (support, query)]
+    if None in sizes:
+        return 1
+    return int(np.clip(AUTO_PIXELS_PER_CALL // sum(sizes), 1, MAX_AUTO_EPISODES_PER_CALL))
+
+
 class EpisodeEvaluator:
     """Scores a model on episode datasets; one compiled step, reused across calls.
 
+    Several episodes go through each call (a leading episode dim): one
+    encoder pass, one solver call for all their EMD problems, their SFC fits
+    in one loop (`tf_deepemd.DeepEMD`), so the per-call and per-solver-op
+    overheads are paid once for all of them. Each episode's result is the
+    one it gets alone.
+
     Args:
       model: a callable ``model((support_images, support_labels,
-        query_images), training=False) -> logits [Q, way]`` (e.g. `DeepEMD`).
+        query_images), training=False) -> logits [Q, way]`` (e.g. `DeepEMD`);
+        with ``episodes_per_call`` other than 1 it must also take a batch of
+        episodes (``[E, S, H, W, 3]``, ``[E, S]``, ``[E, Q, H, W, 3]`` ->
+        ``[E, Q, way]``), as `DeepEMD` does in inference.
+      episodes_per_call: episodes per compiled call; None: from the image
+        count and size of the episodes (`auto_episodes_per_call`: 12 for
+        5-way 1-shot 15-query episodes of 32 x 32 images, 1 at 84 x 84). The
+        last call is padded with copies of its last episode, so the
+        function is traced once.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, episodes_per_call: Optional[int] = None):
+        if episodes_per_call is not None and int(episodes_per_call) < 1:
+            raise ValueError(f"`episodes_per_call` must be >= 1 or None, got {episodes_per_call}.")
         self.model = model
+        self.episodes_per_call = None if episodes_per_call is None else int(episodes_per_call)
 
         @tf.function(reduce_retracing=True)
         def correct_fraction(inputs, query_labels):
             logits = model(inputs, training=False)
             predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
             correct = tf.equal(predicted, tf.cast(query_labels, tf.int32))
-            return tf.reduce_mean(tf.cast(correct, tf.float64))
+            return tf.reduce_mean(tf.cast(correct, tf.float64), axis=-1)
 
         self._correct_fraction = correct_fraction
 
+    def calls(self, episodes):
+        """Yields the accuracies (in %, float64 ``[episodes of the call]``) of each call.
+
+        Args:
+          episodes: as `__call__`'s.
+        """
+        per_call = self.episodes_per_call or auto_episodes_per_call(episodes.element_spec)
+        if per_call == 1:
+            for inputs, query_labels in episodes:
+                yield 100.0 * self._correct_fraction(inputs, query_labels).numpy()[None]
+            return
+        for batch in episodes.batch(per_call).prefetch(1):
+            count = int(tf.shape(batch[1])[0])
+            if count < per_call:
+                batch = tf.nest.map_structure(
+                    lambda t: tf.concat([t, tf.repeat(t[-1:], per_call - count, axis=0)], 0), batch
+                )
+            yield 100.0 * self._correct_fraction(*batch).numpy()[:count]
+
     def accuracies(self, episodes):
         """Yields the accuracy (in %) of each episode of ``episodes`` (as `__call__`'s)."""
-        for inputs, query_labels in episodes:
-            yield 100.0 * float(self._correct_fraction(inputs, query_labels))
+        for accuracies in self.calls(episodes):
+            yield from (float(accuracy) for accuracy in accuracies)
 
     def __call__(self, episodes, num_episodes: Optional[int] = None, log_every=0):
         """Evaluates (inference mode) and returns an `EpisodeAccuracy`.
@@ -103,12 +160,13 @@ class EpisodeEvaluator:
             episodes = episodes.take(int(num_episodes))
         accuracies = []
         start = time.perf_counter()
-        warm = None  # after the first episode, which includes tracing
-        for accuracy in self.accuracies(episodes):
-            accuracies.append(accuracy)
+        warm, warm_count = None, 0  # after the first call, which includes tracing
+        for call_accuracies in self.calls(episodes):
+            logged = len(accuracies) // log_every if log_every else 0
+            accuracies.extend(call_accuracies)
             if warm is None:
-                warm = time.perf_counter()
-            if log_every and len(accuracies) % log_every == 0:
+                warm, warm_count = time.perf_counter(), len(accuracies)
+            if log_every and len(accuracies) // log_every > logged:
                 elapsed = time.perf_counter() - start
                 log.info(
                     "episode %d: accuracy %.2f %%, %.2f episodes/s",
@@ -118,10 +176,10 @@ class EpisodeEvaluator:
         if not accuracies:
             raise ValueError("The episode dataset is empty.")
         accuracy, ci95 = confidence_interval(accuracies)
-        if len(accuracies) > 1:
-            rate = (len(accuracies) - 1) / max(end - warm, 1e-9)
+        if len(accuracies) > warm_count:
+            rate = (len(accuracies) - warm_count) / max(end - warm, 1e-9)
         else:
-            rate = 1 / max(end - start, 1e-9)
+            rate = len(accuracies) / max(end - start, 1e-9)
         return EpisodeAccuracy(
             accuracy=accuracy,
             ci95=ci95,
@@ -132,6 +190,7 @@ class EpisodeEvaluator:
         )
 
 
-def evaluate_episodes(model, episodes, num_episodes: Optional[int] = None, log_every=0):
-    """One-off `EpisodeEvaluator(model)(episodes, num_episodes, log_every)`."""
-    return EpisodeEvaluator(model)(episodes, num_episodes, log_every)
+def evaluate_episodes(model, episodes, num_episodes: Optional[int] = None, log_every=0,
+                      episodes_per_call: Optional[int] = None):
+    """One-off `EpisodeEvaluator(model, episodes_per_call)(episodes, num_episodes, log_every)`."""
+    return EpisodeEvaluator(model, episodes_per_call)(episodes, num_episodes, log_every)

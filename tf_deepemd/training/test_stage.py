@@ -20,6 +20,7 @@ import logging
 import os
 import time
 
+import gin
 import keras
 import numpy as np
 
@@ -82,7 +83,9 @@ class TestProgress:
         )
 
 
-def run_test(model, episodes, num_episodes, progress, callbacks=(), save_every=None, log_every=0):
+@gin.configurable(allowlist=["episodes_per_call"])
+def run_test(model, episodes, num_episodes, progress, callbacks=(), save_every=None, log_every=0,
+             episodes_per_call=None):
     """Scores ``model`` on the first ``num_episodes`` episodes, continuing ``progress``.
 
     Args:
@@ -93,10 +96,14 @@ def run_test(model, episodes, num_episodes, progress, callbacks=(), save_every=N
       callbacks: Keras callbacks seeing each episode as a predict batch.
       save_every: default every 1 % of the episodes.
       log_every: log the running accuracy every this many episodes (0: no).
+      episodes_per_call: episodes the model scores per compiled call
+        (`EpisodeEvaluator`; None: chosen from the image count and size;
+        gin: ``run_test.episodes_per_call``). Each episode's accuracy is the
+        one it gets alone.
 
     Returns:
       The `EpisodeAccuracy` of all ``num_episodes`` episodes; ``seconds``
-      and ``episodes_per_second`` exclude each run's first (tracing) episode.
+      and ``episodes_per_second`` exclude each run's first (tracing) call.
     """
     done = len(progress.accuracies)
     if done >= num_episodes:
@@ -106,24 +113,27 @@ def run_test(model, episodes, num_episodes, progress, callbacks=(), save_every=N
         log.info("test: resuming after %d of %d episodes (%s)", done, num_episodes, progress.path)
     save_every = save_every or max(1, num_episodes // 100)
     callbacks = keras.callbacks.CallbackList(list(callbacks), model=model)
-    evaluator = EpisodeEvaluator(model)
+    evaluator = EpisodeEvaluator(model, episodes_per_call)
     callbacks.on_predict_begin()
     start = warm = time.perf_counter()
-    first = True
-    for index, accuracy in enumerate(evaluator.accuracies(episodes.skip(done).take(num_episodes - done)), done):
-        progress.accuracies.append(accuracy)
+    first, index = True, done
+    for call_accuracies in evaluator.calls(episodes.skip(done).take(num_episodes - done)):
         now = time.perf_counter()
-        if not first:  # the first episode of each run includes tracing
-            progress.steady_episodes += 1
+        if not first:  # the first call of each run includes tracing
+            progress.steady_episodes += len(call_accuracies)
             progress.steady_seconds += now - warm
         first, warm = False, now
-        if (index + 1) % save_every == 0:
-            progress.save()
-        if log_every and (index + 1) % log_every == 0:
-            log.info("test episode %d: accuracy %.2f %%", index + 1, np.mean(progress.accuracies))
-        callbacks.on_predict_batch_end(index, {"accuracy": accuracy})
-    if progress.steady_episodes == 0:  # one episode only: count it, tracing included
-        progress.steady_episodes, progress.steady_seconds = 1, time.perf_counter() - start
+        for accuracy in call_accuracies:
+            progress.accuracies.append(float(accuracy))
+            index += 1
+            if index % save_every == 0:
+                progress.save()
+            if log_every and index % log_every == 0:
+                log.info("test episode %d: accuracy %.2f %%", index, np.mean(progress.accuracies))
+            callbacks.on_predict_batch_end(index - 1, {"accuracy": float(accuracy)})
+    if progress.steady_episodes == 0:  # one call only: count it, tracing included
+        progress.steady_episodes = len(progress.accuracies) - done
+        progress.steady_seconds = time.perf_counter() - start
     progress.save()
     callbacks.on_predict_end()
     return progress.result()
