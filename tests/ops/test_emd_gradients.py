@@ -18,7 +18,14 @@ from tests.reference import deepemd_problems
 REFERENCE_TOLERANCE = 1e-13
 # A cell is on the support, a marginal saturated, beyond this (flows ~0.1-1).
 ACTIVE_THRESHOLD = 1e-7
+# A problem is next to a kink when a support flow or an off-support
+# multiplier is below this: an interior point stopped at the default
+# tolerance (complementarity products ~1e-10) cannot tell such a cell's side
+# (it compares l2 * flow with the multiplier, ~sqrt(l2 * 1e-10) apart), and
+# the derivative jumps there.
+KINK_MARGIN = 1e-4
 STEP = 1e-4  # the reference is affine in the inputs on a fixed active set
+BATCH = 8
 DIRECTIONS = 4
 TOTALS = {"equal": (1.0, 1.0), "more source": (1.3, 1.0), "more target": (1.0, 1.3)}
 
@@ -42,37 +49,49 @@ def active_sets(cost, source, target, l2_strength):
 def active_set_flows(cost, source, target, l2_strength, active):
     """The QP solution min <cost, F> + l2 / 2 ||F||^2 with the cells off the
     support fixed at 0 and the saturated marginals as equalities: one KKT
-    solve per problem ([l2 I, A^T; A, 0], least squares as one of the
-    marginal equations is redundant when totals are equal). It is the exact
-    solution wherever the active set is the solver's, and affine in the
-    inputs, so its finite differences are exact derivatives."""
+    solve per problem ([l2 I, A^T; A, 0] [F; y] = [-cost; marginals], least
+    squares as one marginal equation is redundant when totals are equal).
+    It is the exact solution wherever the active set is the solver's, and
+    affine in the inputs, so its finite differences are exact derivatives.
+
+    Returns (flows [B, N, M], margins [B]): each problem's smallest support
+    flow or off-support multiplier ``cost + y_row + y_col`` (negative when
+    the active set is not optimal)."""
     support, rows, cols = active
-    flows = np.zeros_like(cost)
+    flows, margins = np.zeros_like(cost), np.zeros(len(cost))
     for b in range(len(cost)):
         cells = np.argwhere(support[b])
-        constraints = [cells[:, 0] == i for i in np.flatnonzero(rows[b])]
-        constraints += [cells[:, 1] == j for j in np.flatnonzero(cols[b])]
+        saturated_rows, saturated_cols = np.flatnonzero(rows[b]), np.flatnonzero(cols[b])
+        constraints = [cells[:, 0] == i for i in saturated_rows]
+        constraints += [cells[:, 1] == j for j in saturated_cols]
         a = np.array(constraints, np.float64)
-        rhs = np.concatenate([source[b][rows[b]], target[b][cols[b]]])
+        rhs = np.concatenate([source[b][saturated_rows], target[b][saturated_cols]])
         k = len(cells)
         kkt = np.block([[l2_strength * np.eye(k), a.T], [a, np.zeros((len(a), len(a)))]])
-        solution = np.linalg.lstsq(kkt, np.concatenate([-cost[b][support[b]], rhs]), rcond=None)
-        flows[b][support[b]] = solution[0][:k]
-    return flows
+        solution = np.linalg.lstsq(kkt, np.concatenate([-cost[b][support[b]], rhs]), rcond=None)[0]
+        flows[b][support[b]] = solution[:k]
+        row_duals, col_duals = np.zeros(cost.shape[1]), np.zeros(cost.shape[2])
+        row_duals[saturated_rows] = solution[k:k + len(saturated_rows)]
+        col_duals[saturated_cols] = solution[k + len(saturated_rows):]
+        multipliers = cost[b] + row_duals[:, None] + col_duals[None, :]
+        margins[b] = min(solution[:k].min(), multipliers[~support[b]].min(initial=np.inf))
+    return flows, margins
 
 
 def directional_errors(rng, arrays, l2_strength, equal_totals):
     """Worst relative error per argument of the gradient of a random linear
     functional of the flow, along random directions, against central
-    differences of `active_set_flows`. Errors are relative to |FD|, floored
-    at 1 % of the problem's largest directional derivative (directions
-    along which the flow does not move). Returns {argument: worst error}."""
+    differences of `active_set_flows`, over the problems not next to a kink.
+    Errors are relative to |FD|, floored at 1 % of the problem's largest
+    directional derivative (directions along which the flow does not move).
+    Returns ({argument: worst error}, problems left out as next to a kink)."""
     weights = rng.normal(size=arrays[0].shape)
     active, reference_flow = active_sets(*arrays, l2_strength)
-    exact = active_set_flows(*arrays, l2_strength, active)
-    # The NumPy re-expression solves the solver's problem (and the active
-    # set is right): both agree where the solver converged tightly.
-    np.testing.assert_allclose(exact, reference_flow, atol=1e-8)
+    exact, margins = active_set_flows(*arrays, l2_strength, active)
+    checked = margins >= KINK_MARGIN
+    # The NumPy re-expression solves the solver's problem: away from kinks
+    # both agree to the tight solve's accuracy.
+    np.testing.assert_allclose(exact[checked], reference_flow[checked], atol=1e-8)
 
     inputs = [tf.constant(x) for x in arrays]
     with tf.GradientTape() as tape:
@@ -91,28 +110,31 @@ def directional_errors(rng, arrays, l2_strength, equal_totals):
             for sign in (1.0, -1.0):
                 shifted = [x + sign * STEP * direction if k == which else x
                            for k, x in enumerate(arrays)]
-                values.append(np.sum(active_set_flows(*shifted, l2_strength, active) * weights,
-                                     axis=(-2, -1)))
+                flows = active_set_flows(*shifted, l2_strength, active)[0]
+                values.append(np.sum(flows * weights, axis=(-2, -1)))
         values = np.array(values).reshape(DIRECTIONS, 2, -1)
-        numeric[name] = (values[:, 0] - values[:, 1]) / (2 * STEP)
+        numeric[name] = ((values[:, 0] - values[:, 1]) / (2 * STEP))[:, checked]
         axes = tuple(range(2, directions.ndim))
-        analytic[name] = np.sum(gradients[which][None] * directions, axis=axes)
-    scale = np.max([np.abs(v).max(axis=0) for v in numeric.values()], axis=0)  # [batch]
-    return {
+        analytic[name] = np.sum(gradients[which][None] * directions, axis=axes)[:, checked]
+    scale = np.max([np.abs(v).max(axis=0) for v in numeric.values()], axis=0)  # [checked]
+    errors = {
         name: float(np.max(np.abs(analytic[name] - numeric[name])
                            / np.maximum(np.abs(numeric[name]), 0.01 * scale)))
         for name in numeric
     }
+    return errors, int((~checked).sum())
 
 
 @pytest.mark.parametrize("totals", list(TOTALS))
 @pytest.mark.parametrize("shape", [(6, 9), (9, 6)])
 @pytest.mark.parametrize("l2_strength", [0.05, 0.5, 5.0])
 def test_l2_gradients_match_finite_differences(rng, l2_strength, shape, totals):
-    arrays = problems(rng, 4, *shape, totals)
-    errors = directional_errors(rng, arrays, l2_strength, totals == "equal")
+    arrays = problems(rng, BATCH, *shape, totals)
+    errors, near_kinks = directional_errors(rng, arrays, l2_strength, totals == "equal")
     print(f"l2 {l2_strength}, {shape[0]}x{shape[1]}, {totals} totals: worst relative error "
-          + ", ".join(f"{k} {v:.1e}" for k, v in errors.items()))
+          + ", ".join(f"{k} {v:.1e}" for k, v in errors.items())
+          + f" ({near_kinks} of {BATCH} problems next to a kink)")
+    assert near_kinks <= BATCH // 4, f"{near_kinks} of {BATCH} problems next to a kink"
     for name, error in errors.items():
         assert error <= 1e-4, f"{name}: worst relative error {error:.2e}"
 
