@@ -55,8 +55,9 @@ def active_set_flows(cost, source, target, l2_strength, active):
     affine in the inputs, so its finite differences are exact derivatives.
 
     Returns (flows [B, N, M], margins [B]): each problem's smallest support
-    flow or off-support multiplier ``cost + y_row + y_col`` (negative when
-    the active set is not optimal)."""
+    flow, off-support multiplier ``cost + y_row + y_col`` (negative when the
+    active set is not optimal) and, with unequal totals, slack or multiplier
+    of the larger side's nodes."""
     support, rows, cols = active
     flows, margins = np.zeros_like(cost), np.zeros(len(cost))
     for b in range(len(cost)):
@@ -75,6 +76,17 @@ def active_set_flows(cost, source, target, l2_strength, active):
         col_duals[saturated_cols] = solution[k + len(saturated_rows):]
         multipliers = cost[b] + row_duals[:, None] + col_duals[None, :]
         margins[b] = min(solution[:k].min(), multipliers[~support[b]].min(initial=np.inf))
+        # The side with more mass keeps some slack: there an unsaturated
+        # node's slack and a saturated node's multiplier are margins too.
+        surplus = source[b].sum() - target[b].sum()
+        if abs(surplus) > ACTIVE_THRESHOLD:
+            masses, saturated, duals, axis = (
+                (source[b], rows[b], row_duals, -1) if surplus > 0
+                else (target[b], cols[b], col_duals, -2)
+            )
+            slack = masses - flows[b].sum(axis)
+            margins[b] = min(margins[b], slack[~saturated].min(initial=np.inf),
+                             np.abs(duals[saturated]).min(initial=np.inf))
     return flows, margins
 
 
