@@ -139,11 +139,6 @@ class EpisodeEvaluator:
                 )
             yield 100.0 * self._correct_fraction(*batch).numpy()[:count]
 
-    def accuracies(self, episodes):
-        """Yields the accuracy (in %) of each episode of ``episodes`` (as `__call__`'s)."""
-        for accuracies in self.calls(episodes):
-            yield from (float(accuracy) for accuracy in accuracies)
-
     def __call__(self, episodes, num_episodes: Optional[int] = None, log_every=0):
         """Evaluates (inference mode) and returns an `EpisodeAccuracy`.
 
