@@ -208,3 +208,27 @@ def test_gradient_with_respect_to_a_tensor_l2_strength(rng):
         tf_deepemd.emd(cost, source, target, l2_strength=tf.constant(0.5, tf.float32)),
         tf_deepemd.emd(cost, source, target, l2_strength=0.5), atol=1e-9,
     )
+
+
+def test_unbalanced_l2_gradient_where_the_marginals_fix_the_flow(rng):
+    """Hand-computed: rows 0 and 1 are saturated (their dummy cells off the
+    support), row 2 fills the rest of both columns and sends its surplus to
+    the dummy. Four support cells, four active marginals: the flow is fixed
+    by the masses, so d flow / d cost = 0, and one more unit of source 0
+    (target j) moves along x00 - x20 (x2j)."""
+    cost = tf.constant([[[0.0, 1.0], [1.0, 0.0], [0.1, 0.1]]], tf.float64)
+    source = tf.constant([[0.4, 0.4, 0.5]], tf.float64)
+    target = tf.constant([[0.5, 0.5]], tf.float64)
+    weights = rng.normal(size=(1, 3, 2))
+    with tf.GradientTape() as tape:
+        tape.watch([cost, source, target])
+        flow = tf_deepemd.emd(cost, source, target, l2_strength=0.05)
+        value = tf.reduce_sum(flow * weights)
+    grad_cost, grad_source, grad_target = (g.numpy()[0] for g in
+                                           tape.gradient(value, [cost, source, target]))
+    np.testing.assert_allclose(flow[0], [[0.4, 0.0], [0.0, 0.4], [0.1, 0.1]], atol=1e-9)
+    w = weights[0]
+    assert np.abs(grad_cost).max() <= 1e-9, grad_cost
+    np.testing.assert_allclose(grad_source, [w[0, 0] - w[2, 0], w[1, 1] - w[2, 1], 0.0],
+                               atol=1e-8)
+    np.testing.assert_allclose(grad_target, [w[2, 0], w[2, 1]], atol=1e-8)

@@ -10,10 +10,10 @@ from tf_deepemd.ops.emd import newton
 
 # Floor on flows and slacks of the normalised problem in the backward pass.
 _GRADIENT_FLOOR = 1e-9
-# Stand-in for the zero flow off the support of a QP solution: small enough
-# to leave the derivative exact to ~1e-7 next to the cells where D = 1 / l2,
-# large enough to keep the system well conditioned where the support is
-# disconnected.
+# Stand-in for the zero flow off the support of a QP solution (dummy cells
+# included): small enough to leave the derivative exact to ~1e-7 next to the
+# cells where D = 1 / l2, large enough to keep the system well conditioned
+# where the support is disconnected.
 _QP_OFF_SUPPORT_FLOW = 1e-11
 
 
@@ -47,18 +47,20 @@ def kkt_vjp(problem, flow, slack, grad_flow):
     # a smooth, bounded stand-in for a derivative that does not exist.
     # Forbidden cells (infinite slack) get D = 0.
     safe_slack = tf.maximum(slack, _GRADIENT_FLOOR)
-    off_support = _GRADIENT_FLOOR / safe_slack
     if newton.is_linear(problem):
         scaling = tf.where(flow > slack, tf.maximum(flow, _GRADIENT_FLOOR) / safe_slack,
-                           off_support)
+                           _GRADIENT_FLOOR / safe_slack)
     else:
         # The dummies' cells on the support are exact constraints of the QP
         # (infinite D): the largest D the LP branch uses stands in, whatever
-        # the iterate's slack there.
+        # the iterate's slack there. Off the support every cell, dummies
+        # included, gets the QP's small stand-in: the LP's floor there would
+        # let a saturated node's mass leak into its dummy (~1e-6 absolute
+        # cost-gradient errors at l2 0.05, where the true derivative is 0).
         quadratic = problem.l2_cells > 0.0
         on_support = tf.where(quadratic, tf.math.divide_no_nan(1.0, problem.l2_cells),
                               1.0 / _GRADIENT_FLOOR)
-        off_support = tf.where(quadratic, _QP_OFF_SUPPORT_FLOW / safe_slack, off_support)
+        off_support = _QP_OFF_SUPPORT_FLOW / safe_slack
         weight = tf.where(quadratic, problem.l2_cells, 1.0)
         scaling = tf.where(weight * flow > slack, on_support, off_support)
     factors = newton.NewtonFactors(None, scaling, *newton.schur_factors(problem, scaling))
