@@ -14,15 +14,17 @@ PACKAGE = os.path.join(REPO, "tf_deepemd")
 
 # Lowest first: a component may import only components of a LOWER rank.
 # `official` (the official-checkpoint loader) sits above `models` and is
-# imported by nobody but the package root and the tools.
+# imported by nobody but the package root and the tools. `run_folder` imports
+# nothing of the package (only Keras): everything from `data` up writes
+# files through it.
 RANKS = {
     "ops": 0,
     "layers": 1,
     "backbones": 2,
     "encoders": 3,
     "models": 4,
+    "run_folder": 4,
     "official": 5,
-    "run_folder": 5,
     "data": 5,
     "training": 6,
     "export": 7,

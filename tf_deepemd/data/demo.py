@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import functools
 import os
-import tempfile
 import zipfile
 from typing import Optional
 
@@ -47,6 +46,7 @@ import numpy as np
 
 from tf_deepemd.data.image_split import ImageSplit
 from tf_deepemd.data.sampling import check_integer
+from tf_deepemd.run_folder import atomic_path
 
 VERSION = 1
 NUM_CLASSES = 100
@@ -137,18 +137,10 @@ def load_or_generate(cache_dir: str, images_per_class: int, image_size: int, see
     images = generate_images(images_per_class, image_size, seed)
     train = images[: SPLIT_CLASSES["train"].stop].reshape(-1, 3).astype(np.float64) / 255.0
     mean, std = train.mean(axis=0), train.std(axis=0)
-    os.makedirs(cache_dir, exist_ok=True)
-    # Write a temporary file in the same folder and rename it: readers never
-    # see a half-written cache, and concurrent writers produce the same bytes.
-    handle, temporary = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, images=images, mean=mean, std=std)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    # Readers never see a half-written cache, and concurrent writers produce
+    # the same bytes.
+    with atomic_path(path) as temporary, open(temporary, "wb") as stream:
+        np.savez(stream, images=images, mean=mean, std=std)
     return images, mean, std
 
 
