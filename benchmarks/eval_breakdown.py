@@ -9,7 +9,9 @@ In ONE process, on the run's best weights (as `tools/eval.py` picks them),
 for 1-shot and 5-shot: per-episode time of each stage as its own compiled
 `tf.function` on the same episode tensors (the first episode of the test
 pipeline), median over ``--repeats`` after one warm-up call: data pipeline
-(producing episodes alone), encoder forward, weights + similarity, solver
+(producing episodes alone), encoder forward, a dense float32 matmul of
+as many FLOPs as the encoder's (TF's profiler counts them: what that
+arithmetic costs at this machine's GEMM speed), weights + similarity, solver
 forward (with its interior-point iteration count), head (weights +
 similarity + solver + logits), SFC (5-shot), the whole episode, an empty
 compiled function (per-call dispatch), and the overhead = whole episode -
@@ -147,6 +149,15 @@ def stage_row(stage, shot, seconds, warmup=None, note="", repeats=None):
     return row
 
 
+def graph_flops(graph):
+    """Floating-point operations of a traced graph (TF's profiler; convolutions and matmuls)."""
+    import tensorflow as tf
+
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    return tf.compat.v1.profiler.profile(graph=graph, options=options).total_float_ops
+
+
 def episode_pipeline(shot, num_episodes):
     from tf_deepemd.data import make_episode_dataset
 
@@ -213,6 +224,14 @@ def breakdown(model, shot, repeats, slow_repeats, episode_batch, details):
     encode = tf.function(lambda x: model.encoder(x, training=False))
     timer.add("encoder forward", encode, (images,), repeats, f"{images.shape[0]} images")
     nodes = encode(images)
+    # What the encoder's arithmetic costs at this machine's dense-GEMM speed:
+    # a bound on what any encoder implementation can reach.
+    encoder_flops = graph_flops(encode.get_concrete_function(images).graph)
+    info["encoder_gflop"] = round(encoder_flops / 1e9, 3)
+    size = round((encoder_flops / 2) ** (1 / 3))
+    square = tf.random.normal([size, size])
+    timer.add("dense matmul of the encoder's FLOPs", tf.function(tf.linalg.matmul),
+              (square, square), repeats, f"{size}x{size} float32, {encoder_flops / 1e9:.1f} GFLOP")
     support_nodes, query_nodes = nodes[:num_support], nodes[num_support:]
     prototypes = tf.math.unsorted_segment_mean(support_nodes, support_labels, way)
     info["nodes"] = list(nodes.shape)
@@ -272,6 +291,10 @@ def breakdown(model, shot, repeats, slow_repeats, episode_batch, details):
 
     timer.run()
     rows = timer.rows()
+    for name in ("encoder forward", "dense matmul of the encoder's FLOPs"):
+        seconds = timer.seconds(name)
+        if seconds is not None:
+            info[f"{name}, GFLOP/s"] = round(encoder_flops / 1e9 / seconds, 1)
     whole_s = timer.seconds("whole episode (compiled)")
     part_s = [timer.seconds(name) for name in parts]
     if whole_s is not None and all(s is not None for s in part_s):
