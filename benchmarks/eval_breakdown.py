@@ -224,8 +224,8 @@ def breakdown(model, shot, repeats, slow_repeats, episode_batch, details):
     encode = tf.function(lambda x: model.encoder(x, training=False))
     timer.add("encoder forward", encode, (images,), repeats, f"{images.shape[0]} images")
     nodes = encode(images)
-    # What the encoder's arithmetic costs at this machine's dense-GEMM speed:
-    # a bound on what any encoder implementation can reach.
+    # What the encoder's arithmetic costs at this machine's dense-GEMM speed,
+    # which convolutions of these sizes do not beat in practice.
     encoder_flops = graph_flops(encode.get_concrete_function(images).graph)
     info["encoder_gflop"] = round(encoder_flops / 1e9, 3)
     size = round((encoder_flops / 2) ** (1 / 3))
