@@ -25,7 +25,7 @@ import gin
 from tf_deepemd.run_folder import META_TRAIN as STAGE
 from tf_deepemd.training.objectives import episode_accuracy, episode_cross_entropy
 from tf_deepemd.training.data_source import ValidationEpisodes
-from tf_deepemd.training.optimizers import LR_SCHEDULES, epoch_schedule, make_optimizer
+from tf_deepemd.training.optimizers import check_lr_schedule, epoch_schedule, make_optimizer
 from tf_deepemd.training.stage import StageFit
 
 log = logging.getLogger(__name__)
@@ -79,10 +79,7 @@ class MetaTrainSettings:
                      "lr_step_epochs"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"meta_train.{name} must be >= 1, got {getattr(self, name)}.")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(
-                f"meta_train.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}."
-            )
+        check_lr_schedule("meta_train.lr_schedule", self.lr_schedule)
         if self.episodes_per_update % num_replicas:
             raise ValueError(
                 f"meta_train.episodes_per_update={self.episodes_per_update} must be a multiple of "

@@ -174,12 +174,17 @@ class CosineDecay:
 LR_SCHEDULES = ("step", "cosine")
 
 
+def check_lr_schedule(setting, schedule):
+    """Raises a ValueError naming ``setting`` unless ``schedule`` is one of `LR_SCHEDULES`."""
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"{setting} must be one of {LR_SCHEDULES}, got {schedule!r}.")
+
+
 def epoch_schedule(schedule, initial_learning_rate, epochs, step_epochs, gamma):
     """A stage's learning rate by epoch: ``'step'`` (`StepDecay`, the official
     default) or ``'cosine'`` (`CosineDecay` over ``epochs``; ``step_epochs``
     and ``gamma`` unused)."""
+    check_lr_schedule("`schedule`", schedule)
     if schedule == "step":
         return StepDecay(initial_learning_rate, step_epochs, gamma)
-    if schedule == "cosine":
-        return CosineDecay(initial_learning_rate, epochs)
-    raise ValueError(f"`schedule` must be one of {LR_SCHEDULES}, got {schedule!r}.")
+    return CosineDecay(initial_learning_rate, epochs)

@@ -20,7 +20,7 @@ import keras
 
 from tf_deepemd.models import make_pretrain_model
 from tf_deepemd.training.data_source import ValidationEpisodes
-from tf_deepemd.training.optimizers import LR_SCHEDULES, epoch_schedule, make_optimizer
+from tf_deepemd.training.optimizers import check_lr_schedule, epoch_schedule, make_optimizer
 from tf_deepemd.training.stage import StageFit
 
 
@@ -70,8 +70,7 @@ class PretrainSettings:
                 raise ValueError(f"pretrain.{name} must be >= 1, got {getattr(self, name)}.")
         if self.steps_per_epoch is not None and int(self.steps_per_epoch) < 1:
             raise ValueError(f"pretrain.steps_per_epoch must be >= 1 or None, got {self.steps_per_epoch}.")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"pretrain.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}.")
+        check_lr_schedule("pretrain.lr_schedule", self.lr_schedule)
 
 
 @dataclasses.dataclass
