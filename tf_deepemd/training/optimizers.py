@@ -175,7 +175,9 @@ LR_SCHEDULES = ("step", "cosine")
 
 
 def check_lr_schedule(setting, schedule):
-    """Raises a ValueError naming ``setting`` unless ``schedule`` is one of `LR_SCHEDULES`."""
+    """Raises a ValueError naming the gin ``setting`` unless ``schedule`` is one
+    of `LR_SCHEDULES` (as the stages' other setting checks word it, without
+    the backquotes of `tf_deepemd.ops.checks.check_choice`'s argument names)."""
     if schedule not in LR_SCHEDULES:
         raise ValueError(f"{setting} must be one of {LR_SCHEDULES}, got {schedule!r}.")
 
@@ -184,7 +186,8 @@ def epoch_schedule(schedule, initial_learning_rate, epochs, step_epochs, gamma):
     """A stage's learning rate by epoch: ``'step'`` (`StepDecay`, the official
     default) or ``'cosine'`` (`CosineDecay` over ``epochs``; ``step_epochs``
     and ``gamma`` unused)."""
-    check_lr_schedule("`schedule`", schedule)
     if schedule == "step":
         return StepDecay(initial_learning_rate, step_epochs, gamma)
-    return CosineDecay(initial_learning_rate, epochs)
+    if schedule == "cosine":
+        return CosineDecay(initial_learning_rate, epochs)
+    raise ValueError(f"`schedule` must be one of {LR_SCHEDULES}, got {schedule!r}.")
