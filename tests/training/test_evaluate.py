@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from tf_deepemd.training.evaluate import (
     EpisodeEvaluator,
+    _scoring_function,
     auto_episodes_per_call,
     confidence_interval,
     evaluate_episodes,
@@ -66,9 +67,37 @@ def test_several_episodes_per_call_score_each_episode_as_alone(rng):
     np.testing.assert_allclose(result.per_episode, one.per_episode[:5])
     assert result.episodes == 5 and result.episodes_per_second > 0
     # The short last calls were padded: one trace for all calls.
-    assert three._correct_fraction.experimental_get_tracing_count() == 1
+    assert _scoring_function(model, batched=True).experimental_get_tracing_count() == 1
     with pytest.raises(ValueError, match="episodes_per_call"):
         EpisodeEvaluator(model, episodes_per_call=0)
+
+
+def test_evaluators_of_one_model_share_its_trace_and_read_its_current_weights(rng):
+    """As each stage's validation and the test stage do: new weights, no new trace."""
+    from tests.models.test_deepemd import EpisodeMaker, episode_dataset, tiny_model
+
+    make = EpisodeMaker(rng, noise=1.5)
+    episodes = [make(way=3, shot=1, query=4) for _ in range(4)]
+    model = tiny_model()
+
+    def accuracies_one_by_one():  # eager, no evaluator
+        return [100.0 * np.mean(np.argmax(model(inputs, training=False), -1) == labels)
+                for inputs, labels in episodes]
+
+    first = EpisodeEvaluator(model, episodes_per_call=2)
+    before = accuracies_one_by_one()
+    np.testing.assert_allclose(first(episode_dataset(episodes)).per_episode, before)
+    for _ in range(5):  # new weights that change some episode's accuracy
+        for variable in model.trainable_variables:
+            variable.assign_add(0.5 * rng.normal(size=variable.shape).astype(np.float32))
+        if not np.allclose(accuracies_one_by_one(), before):
+            break
+    assert not np.allclose(accuracies_one_by_one(), before)
+    second = EpisodeEvaluator(model, episodes_per_call=2)
+    result = second(episode_dataset(episodes))
+    np.testing.assert_allclose(result.per_episode, accuracies_one_by_one())
+    assert _scoring_function(model, batched=True).experimental_get_tracing_count() == 1
+    assert _scoring_function(tiny_model(), batched=True) is not _scoring_function(model, True)
 
 
 def test_automatic_episodes_per_call_follow_the_pixels_of_an_episode():

@@ -8,8 +8,10 @@ test episodes (600 for 5-shot in the README).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import time
+import weakref
 from typing import Optional
 
 import numpy as np
@@ -92,6 +94,37 @@ _UNTUNED = tf.data.Options()
 _UNTUNED.autotune.enabled = False
 
 
+# One traced scoring function per model and input form (one episode or a
+# batch of them), shared by all its evaluators: each stage's validation and
+# the test stage score the same model, and tracing DeepEMD's inference graph
+# takes seconds. A traced function reads the weights the model has when called.
+_SCORING_FUNCTIONS = weakref.WeakKeyDictionary()
+
+
+def _scoring_function(model, batched):
+    """``(inputs, query_labels) -> [episodes]`` fraction of queries right."""
+    try:
+        functions = _SCORING_FUNCTIONS.setdefault(model, {})
+        # Weak, so that the cache does not keep the model alive.
+        get_model = weakref.WeakMethod(model) if inspect.ismethod(model) else weakref.ref(model)
+    except TypeError:  # not weakly referenceable: not shared
+        functions, get_model = {}, lambda: model
+    if batched not in functions:
+        functions[batched] = _traced_scoring(get_model)
+    return functions[batched]
+
+
+def _traced_scoring(get_model):
+    @tf.function(reduce_retracing=True)
+    def correct_fraction(inputs, query_labels):
+        logits = get_model()(inputs, training=False)
+        predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        correct = tf.equal(predicted, tf.cast(query_labels, tf.int32))
+        return tf.reduce_mean(tf.cast(correct, tf.float64), axis=-1)
+
+    return correct_fraction
+
+
 class EpisodeEvaluator:
     """Scores a model on episode datasets; one compiled step, reused across calls.
 
@@ -120,15 +153,6 @@ class EpisodeEvaluator:
         self.model = model
         self.episodes_per_call = None if episodes_per_call is None else int(episodes_per_call)
 
-        @tf.function(reduce_retracing=True)
-        def correct_fraction(inputs, query_labels):
-            logits = model(inputs, training=False)
-            predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
-            correct = tf.equal(predicted, tf.cast(query_labels, tf.int32))
-            return tf.reduce_mean(tf.cast(correct, tf.float64), axis=-1)
-
-        self._correct_fraction = correct_fraction
-
     def calls(self, episodes):
         """Yields the accuracies (in %, float64 ``[episodes of the call]``) of each call.
 
@@ -137,9 +161,10 @@ class EpisodeEvaluator:
         """
         per_call = self.episodes_per_call or auto_episodes_per_call(episodes.element_spec)
         episodes = episodes.with_options(_UNTUNED)
+        correct_fraction = _scoring_function(self.model, batched=per_call > 1)
         if per_call == 1:
             for inputs, query_labels in episodes:
-                yield 100.0 * self._correct_fraction(inputs, query_labels).numpy()[None]
+                yield 100.0 * correct_fraction(inputs, query_labels).numpy()[None]
             return
         for batch in episodes.batch(per_call).prefetch(1):
             count = int(tf.shape(batch[1])[0])
@@ -147,7 +172,7 @@ class EpisodeEvaluator:
                 batch = tf.nest.map_structure(
                     lambda t: tf.concat([t, tf.repeat(t[-1:], per_call - count, axis=0)], 0), batch
                 )
-            yield 100.0 * self._correct_fraction(*batch).numpy()[:count]
+            yield 100.0 * correct_fraction(*batch).numpy()[:count]
 
     def __call__(self, episodes, num_episodes: Optional[int] = None, log_every=0):
         """Evaluates (inference mode) and returns an `EpisodeAccuracy`.
