@@ -32,6 +32,8 @@ def test_element_spec_shapes_dtypes_and_labels(demo_dir):
     assert support_labels == tf.TensorSpec([10], tf.int32)
     assert query_labels == tf.TensorSpec([15], tf.int32)
     assert int(episodes.cardinality()) == 4
+    # In order, and untuned: deleting an autotuned iterator can wait up to a minute.
+    assert episodes.options().deterministic and episodes.options().autotune.enabled is False
     count = 0
     for (support, support_labels, query), query_labels in episodes:
         np.testing.assert_array_equal(support_labels, [0, 1, 2, 3, 4] * 2)

@@ -21,6 +21,7 @@ def test_spec_and_attributes(demo_dir):
     )
     assert batches.num_classes == 16 and batches.num_images == 256 and batches.steps_per_epoch == 8
     assert len(batches.class_names) == 16
+    assert batches.options().deterministic and batches.options().autotune.enabled is False
 
 
 def test_each_epoch_visits_every_image_once_in_a_new_order(demo_dir):

@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from tf_deepemd.data.bad_data import prepare_split
 from tf_deepemd.data.image_split import ImageSplit
-from tf_deepemd.data.reader import preprocessed_batches
+from tf_deepemd.data.reader import pipeline_options, preprocessed_batches
 from tf_deepemd.data.sampling import MAX_SEED, EpisodeShape, check_integer, sample_episodes
 
 DEFAULT_NUM_EPISODES = 1000
@@ -137,7 +137,5 @@ def episode_dataset(
     episodes = batches.map(to_episode, num_parallel_calls=tf.data.AUTOTUNE)
     # `ignore_errors` in the reader hides the count from tf.data; restore it.
     episodes = episodes.apply(tf.data.experimental.assert_cardinality(num_episodes))
-    options = tf.data.Options()
-    options.deterministic = True
-    return episodes.with_options(options).prefetch(tf.data.AUTOTUNE)
+    return episodes.with_options(pipeline_options()).prefetch(tf.data.AUTOTUNE)
 

@@ -17,7 +17,7 @@ import gin
 import tensorflow as tf
 
 from tf_deepemd.data.bad_data import prepare_split
-from tf_deepemd.data.reader import preprocessed_batches
+from tf_deepemd.data.reader import pipeline_options, preprocessed_batches
 from tf_deepemd.data.sampling import MAX_SEED, check_integer
 
 
@@ -111,9 +111,7 @@ def make_pretrain_dataset(
         lambda images, indices: (images, tf.gather(labels, indices)),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
-    options = tf.data.Options()
-    options.deterministic = True
-    dataset = dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.with_options(pipeline_options()).prefetch(tf.data.AUTOTUNE)
     dataset.num_classes = data.num_classes
     dataset.class_names = data.class_names
     dataset.num_images = num_images

@@ -17,6 +17,8 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
+from tf_deepemd.data.reader import pipeline_options
+
 log = logging.getLogger(__name__)
 
 
@@ -85,15 +87,6 @@ def auto_episodes_per_call(element_spec):
     return int(np.clip(AUTO_PIXELS_PER_CALL // sum(sizes), 1, MAX_AUTO_EPISODES_PER_CALL))
 
 
-# Evaluation makes a short-lived iterator per run. Deleting an iterator waits
-# for tf.data's autotuning thread, which may first sleep out its optimisation
-# period (up to a minute): 16-53 s of nothing after the last test episode in
-# about one run in three on 2 cores. Untuned, parallel maps run one call per
-# core and the episode pipelines still keep ahead of the model.
-_UNTUNED = tf.data.Options()
-_UNTUNED.autotune.enabled = False
-
-
 # One traced scoring function per model and input form (one episode or a
 # batch of them), shared by all its evaluators: each stage's validation and
 # the test stage score the same model, and tracing DeepEMD's inference graph
@@ -160,7 +153,8 @@ class EpisodeEvaluator:
           episodes: as `__call__`'s.
         """
         per_call = self.episodes_per_call or auto_episodes_per_call(episodes.element_spec)
-        episodes = episodes.with_options(_UNTUNED)
+        # Each run makes a short-lived iterator: see `pipeline_options`.
+        episodes = episodes.with_options(pipeline_options())
         correct_fraction = _scoring_function(self.model, batched=per_call > 1)
         if per_call == 1:
             for inputs, query_labels in episodes:
