@@ -64,7 +64,8 @@ def solver_iterations_and_body_ops(solve, inputs):
 
 
 def setup_floors(cost, source, target):
-    """{name: zero-argument callable} for the solver and the two floors."""
+    """({name: zero-argument callable} for the solver and the floors, the solver's
+    iterations and loop-body ops on these problems)."""
     import tensorflow as tf
 
     import tf_deepemd
