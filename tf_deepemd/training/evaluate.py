@@ -119,7 +119,9 @@ def _traced_scoring(get_model):
 
 
 class EpisodeEvaluator:
-    """Scores a model on episode datasets; one compiled step, reused across calls.
+    """Scores a model on episode datasets with one compiled step per model and
+    input form, shared by every evaluator of that model (it reads the model's
+    weights at each call).
 
     Several episodes go through each call (a leading episode dim): one
     encoder pass, one solver call for all their EMD problems, their SFC fits
