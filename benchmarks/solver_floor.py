@@ -2,30 +2,35 @@
 
     python benchmarks/solver_floor.py [--rounds 3] [--repeats 15]
 
-For three goals of issue 14 (forward on 375 and on 5 DeepEMD-style problems
-of 25x25, and one SFC update of 12 5-shot episodes, 240 problems of 16x16;
-float32 inputs, TensorFlow's default threads), times in one process,
-interleaved over ``--rounds``:
+For four goals of issue 14 (forward on 375 and on 5 DeepEMD-style problems
+of 25x25, forward+backward on 50 of 9x9, and one SFC update of 12 5-shot
+episodes, 240 problems of 16x16; float32 inputs, TensorFlow's default
+threads), times in one process, interleaved over ``--rounds``:
 
-* ``solver``: `tf_deepemd.emd` inside a `tf.function`;
+* ``solver``: `tf_deepemd.emd` inside a `tf.function` (with its gradient for
+  the forward+backward goal);
 * ``newton algebra``: only the linear algebra every iteration of a Newton-type
   interior-point method needs, for as many iterations as the solver runs on
   these problems: the Schur complement `D^T D` (batched matmul), its
   Cholesky factorisation and two solves with it (predictor and corrector),
-  float64 as in the solver, in a `tf.while_loop`; and the same in float32
-  (which cannot factorise the ill-conditioned systems near the optimum, but
-  bounds a solver that would iterate in float32 and polish in float64);
-* ``per-op overhead``: a `tf.while_loop` of the same iterations whose body is
-  a chain of as many elementwise ops on the `[B, N, N]` cells as the solver's
-  loop body has ops (counted in its traced graph);
-* ``cv2 loop``: OpenCV's `cv2.EMD` per problem (the official test-time path).
+  float64 as in the solver, in a `tf.while_loop` (plus one factorisation and
+  solve for a backward pass); and the same in float32 (which cannot
+  factorise the ill-conditioned systems near the optimum, but bounds a
+  solver that would iterate in float32 and polish in float64);
+* ``elementwise chain`` and ``empty loop``: a `tf.while_loop` of the same
+  iterations whose body is a chain of as many elementwise ops on the
+  `[B, N, N]` cells as the solver's loop body has ops (counted in its traced
+  graph), and the same loop with an empty body: their difference is the cost
+  of those ops;
+* the goal's peer: OpenCV's `cv2.EMD` per problem (the official test-time
+  path), or qpth forward+backward in the official 'L2' form.
 
 Each floor is well under what such a solver costs (it needs the algebra,
 the elementwise work, and more): where the float64 algebra alone is over a
-goal's ratio to the cv2 loop, no interior-point solver made of TensorFlow ops
-that factorises in float64 meets that goal on this machine. Prints a table,
-the measured cost per op and how many ops per iteration each goal would
-leave at that cost, and writes benchmarks/results/solver_floor.json.
+goal's budget, no interior-point solver made of TensorFlow ops that
+factorises in float64 meets that goal on this machine. Prints a table, the
+measured cost per op and how many such ops per iteration each budget leaves
+beside the algebra, and writes benchmarks/results/solver_floor.json.
 """
 
 import argparse
@@ -37,16 +42,19 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from emd_solver import deepemd_problems, setup_cv2  # noqa: E402
+from emd_solver import deepemd_problems, setup_cv2, setup_qpth, setup_tf_deepemd  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "solver_floor.json")
-# (batch, N, goal, its time budget: x the cv2 loop's time, or milliseconds).
+# (batch, N, goal, backward, the peer, its time budget: x the peer's time, or milliseconds).
 CASES = [
-    (375, 25, "forward, one 5-way 15-query episode, <= 0.5x the cv2 loop", 0.5, None),
-    (5, 25, "forward, one query, <= 2x the cv2 loop", 2.0, None),
+    (375, 25, "forward, one 5-way 15-query episode, <= 0.5x the cv2 loop", False, "cv2 loop",
+     0.5, None),
+    (5, 25, "forward, one query, <= 2x the cv2 loop", False, "cv2 loop", 2.0, None),
+    (50, 9, "forward+backward, >= 100x faster than qpth", True, "qpth L2 fwd+bwd", 0.01, None),
     # 5-shot SFC at 2 episodes/s, 12 episodes per call: 700 updates in 6 s.
-    (240, 16, "one SFC update of 12 5-shot episodes (forward only), 8.6 ms", None, 8.6),
+    (240, 16, "one SFC update of 12 5-shot episodes (forward only), 8.6 ms", False, "cv2 loop",
+     None, 8.6),
 ]
 # Ops that cost no kernel launch worth counting in a loop body.
 _FREE_OPS = {"Const", "Identity", "NoOp", "Placeholder", "_Arg", "_Retval"}
@@ -63,9 +71,11 @@ def solver_iterations_and_body_ops(solve, inputs):
     return int(concrete(*inputs).num_iterations), body_ops
 
 
-def setup_floors(cost, source, target):
+def setup_floors(cost, source, target, backward):
     """({name: zero-argument callable} for the solver and the floors, the solver's
-    iterations and loop-body ops on these problems)."""
+    iterations and loop-body ops on these problems). With `backward`, the solver
+    runs forward and backward and the algebra adds the backward's factorisation
+    and solve."""
     import tensorflow as tf
 
     import tf_deepemd
@@ -77,7 +87,6 @@ def setup_floors(cost, source, target):
     scaling = rng.uniform(0.1, 1.0, (batch, num_nodes, num_nodes))
     rhs = rng.normal(size=(batch, num_nodes, 1))
 
-    solver = tf.function(lambda *x: tf_deepemd.emd(*x))
 
     @tf.function
     def newton_algebra(scaling, rhs):
@@ -89,25 +98,41 @@ def setup_floors(cost, source, target):
             predictor = tf.linalg.cholesky_solve(factor, rhs + total)
             return step + 1, total + tf.linalg.cholesky_solve(factor, rhs + predictor)
 
-        return tf.while_loop(lambda step, _: step < iterations, body,
-                             (tf.constant(0), tf.zeros_like(rhs)))[1]
+        total = tf.while_loop(lambda step, _: step < iterations, body,
+                              (tf.constant(0), tf.zeros_like(rhs)))[1]
+        if backward:
+            schur = tf.matmul(scaling, scaling, transpose_a=True) + ridge
+            total += tf.linalg.cholesky_solve(tf.linalg.cholesky(schur), rhs + total)
+        return total
 
-    @tf.function
-    def per_op_overhead(cells):
-        def body(step, cells):
-            for _ in range(body_ops):
-                cells = cells * 0.999
-            return step + 1, cells
+    def elementwise_loop(num_ops):
+        # Two kinds of op alternating, with operands that are arguments: Grappler
+        # folds a chain of multiplications (by a constant, or by one argument)
+        # into a single op, which made an earlier version of this floor 5-10x
+        # too low at small sizes.
+        @tf.function
+        def run(cells, scale, lower):
+            def body(step, cells):
+                for op in range(num_ops):
+                    cells = cells * scale if op % 2 else tf.maximum(cells, lower)
+                return step + 1, cells
 
-        return tf.while_loop(lambda step, _: step < iterations, body, (tf.constant(0), cells))[1]
+            return tf.while_loop(lambda step, _: step < iterations, body,
+                                 (tf.constant(0), cells))[1]
 
+        return run
+
+    per_op_loop, empty_loop = elementwise_loop(body_ops), elementwise_loop(0)
     algebra_inputs = {dtype: [tf.constant(x, dtype) for x in (scaling, rhs)]
                       for dtype in (tf.float64, tf.float32)}
+    per_op_operands = [tf.constant(x, tf.float64) for x in (0.999, 1e-3)]
     runs = {
-        "solver": lambda: solver(*inputs).numpy(),
+        "solver": setup_tf_deepemd(cost, source, target, tf.float32, backward),
         "newton algebra": lambda: newton_algebra(*algebra_inputs[tf.float64]).numpy(),
         "newton algebra in float32": lambda: newton_algebra(*algebra_inputs[tf.float32]).numpy(),
-        "per-op overhead": lambda: per_op_overhead(algebra_inputs[tf.float64][0]).numpy(),
+        "elementwise chain": lambda: per_op_loop(
+            algebra_inputs[tf.float64][0], *per_op_operands).numpy(),
+        "empty loop": lambda: empty_loop(algebra_inputs[tf.float64][0], *per_op_operands).numpy(),
     }
     return runs, {"iterations": iterations, "body_ops": body_ops}
 
@@ -131,11 +156,14 @@ def main():
     args = parser.parse_args()
 
     cases = []
-    for batch, num_nodes, goal, x_cv2, budget_ms in CASES:
+    peers = {"cv2 loop": setup_cv2,
+             "qpth L2 fwd+bwd": lambda *problems: setup_qpth(*problems, backward=True)}
+    for batch, num_nodes, goal, backward, peer, x_peer, budget_ms in CASES:
         cost, source, target = deepemd_problems(args.seed, batch, num_nodes)
-        runs, facts = setup_floors(cost, source, target)
-        runs["cv2 loop"] = setup_cv2(cost, source, target)
-        cases.append({"batch": batch, "nodes": num_nodes, "goal": goal, "x_cv2": x_cv2,
+        runs, facts = setup_floors(cost, source, target, backward)
+        runs[peer] = peers[peer](cost, source, target)
+        cases.append({"batch": batch, "nodes": num_nodes, "goal": goal, "peer": peer,
+                      "x_peer": x_peer,
                       "budget_ms": budget_ms, **facts, "runs": runs,
                       "ms": {name: [] for name in runs}})
     for _ in range(args.rounds):
@@ -144,28 +172,32 @@ def main():
                 case["ms"][name].append(median_ms(run, args.repeats))
 
     results = []
-    print("| problems | method | median ms (rounds) | x cv2 loop | of the goal's budget |")
+    print("| problems | method | median ms (rounds) | x the peer | of the goal's budget |")
     print("|---|---|---|---|---|")
     for case in cases:
         row = {k: v for k, v in case.items() if k != "runs"}
         median = {name: float(np.median(ms)) for name, ms in case["ms"].items()}
         if row["budget_ms"] is None:
-            row["budget_ms"] = row["x_cv2"] * median["cv2 loop"]
-        # What the budget leaves per iteration, in ops at the measured per-op cost.
-        per_op_ms = median["per-op overhead"] / (case["iterations"] * case["body_ops"])
+            row["budget_ms"] = row["x_peer"] * median[case["peer"]]
+        # What the budget leaves per iteration beside the algebra (which includes
+        # the call and the loop), in ops at the measured per-op cost.
+        per_op_ms = ((median["elementwise chain"] - median["empty loop"])
+                     / (case["iterations"] * case["body_ops"]))
         row["per_op_us"] = 1e3 * per_op_ms
-        row["ops_per_iteration_within_budget"] = row["budget_ms"] / (case["iterations"] * per_op_ms)
+        row["ops_per_iteration_beside_algebra"] = (
+            (row["budget_ms"] - median["newton algebra"]) / (case["iterations"] * per_op_ms))
         results.append(row)
         for name, ms in case["ms"].items():
             print(f"| {case['batch']} x {case['nodes']}x{case['nodes']} | {name} | "
                   f"{median[name]:.2f} ({', '.join(f'{m:.2f}' for m in ms)}) | "
-                  f"{median[name] / median['cv2 loop']:.2f} | "
+                  f"{median[name] / median[case['peer']]:.2f} | "
                   f"{median[name] / row['budget_ms']:.2f} |")
     for row in results:
         print(f"{row['batch']} x {row['nodes']}x{row['nodes']}, {row['goal']}: budget "
               f"{row['budget_ms']:.2f} ms; the solver runs {row['iterations']} iterations of "
               f"{row['body_ops']} ops at {row['per_op_us']:.1f} us per op (elementwise); the "
-              f"budget leaves {row['ops_per_iteration_within_budget']:.0f} such ops per iteration")
+              f"budget leaves {row['ops_per_iteration_beside_algebra']:.0f} such ops per "
+              f"iteration beside the float64 algebra")
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as file:
         json.dump({"command": " ".join(sys.argv), "cpu_count": os.cpu_count(), "cases": results},
