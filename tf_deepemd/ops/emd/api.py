@@ -40,6 +40,10 @@ Fields (`...` = the broadcast batch shape, dtype = the input dtype):
 """
 
 
+# The solver is written with explicit `tf.while_loop` and `tf.cond`. Called
+# from a user's own `tf.function`, AutoGraph would convert all of it, which
+# took ~5 s of the first trace and changes nothing.
+@tf.autograph.experimental.do_not_convert
 def solve_emd(
     cost,
     source_weights,
@@ -158,6 +162,7 @@ def solve_emd(
         )
 
 
+@tf.autograph.experimental.do_not_convert
 def emd(
     cost,
     source_weights,
