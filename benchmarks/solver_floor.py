@@ -87,7 +87,6 @@ def setup_floors(cost, source, target, backward):
     scaling = rng.uniform(0.1, 1.0, (batch, num_nodes, num_nodes))
     rhs = rng.normal(size=(batch, num_nodes, 1))
 
-
     @tf.function
     def newton_algebra(scaling, rhs):
         ridge = tf.eye(num_nodes, dtype=scaling.dtype) * num_nodes  # keeps D^T D well conditioned
