@@ -70,6 +70,8 @@ def main():
     args = parser.parse_args()
 
     vias = args.via.split(",")
+    if not set(vias) <= {"function", "layer"}:
+        parser.error(f"--via takes function and/or layer, got {args.via!r}")
     with tempfile.TemporaryDirectory() as scratch:
         # Files, not `python -c`: AutoGraph reads the source of what it converts.
         scripts = {}
@@ -107,6 +109,7 @@ def main():
     with open(args.output, "w") as file:
         json.dump({"command": " ".join(sys.argv), "problems": [args.batch, args.nodes],
                    "via": results}, file, indent=1)
+
 
 if __name__ == "__main__":
     main()
