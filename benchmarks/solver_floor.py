@@ -91,17 +91,18 @@ def setup_floors(cost, source, target, backward):
     def newton_algebra(scaling, rhs):
         ridge = tf.eye(num_nodes, dtype=scaling.dtype) * num_nodes  # keeps D^T D well conditioned
 
+        def factorise():
+            return tf.linalg.cholesky(tf.matmul(scaling, scaling, transpose_a=True) + ridge)
+
         def body(step, total):
-            schur = tf.matmul(scaling, scaling, transpose_a=True) + ridge
-            factor = tf.linalg.cholesky(schur)
+            factor = factorise()
             predictor = tf.linalg.cholesky_solve(factor, rhs + total)
             return step + 1, total + tf.linalg.cholesky_solve(factor, rhs + predictor)
 
         total = tf.while_loop(lambda step, _: step < iterations, body,
                               (tf.constant(0), tf.zeros_like(rhs)))[1]
         if backward:
-            schur = tf.matmul(scaling, scaling, transpose_a=True) + ridge
-            total += tf.linalg.cholesky_solve(tf.linalg.cholesky(schur), rhs + total)
+            total += tf.linalg.cholesky_solve(factorise(), rhs + total)
         return total
 
     def elementwise_loop(num_ops):
@@ -121,17 +122,16 @@ def setup_floors(cost, source, target, backward):
 
         return run
 
-    per_op_loop, empty_loop = elementwise_loop(body_ops), elementwise_loop(0)
+    chain, empty_loop = elementwise_loop(body_ops), elementwise_loop(0)
     algebra_inputs = {dtype: [tf.constant(x, dtype) for x in (scaling, rhs)]
                       for dtype in (tf.float64, tf.float32)}
-    per_op_operands = [tf.constant(x, tf.float64) for x in (0.999, 1e-3)]
+    chain_inputs = [tf.constant(x, tf.float64) for x in (scaling, 0.999, 1e-3)]
     runs = {
         "solver": setup_tf_deepemd(cost, source, target, tf.float32, backward),
         "newton algebra": lambda: newton_algebra(*algebra_inputs[tf.float64]).numpy(),
         "newton algebra in float32": lambda: newton_algebra(*algebra_inputs[tf.float32]).numpy(),
-        "elementwise chain": lambda: per_op_loop(
-            algebra_inputs[tf.float64][0], *per_op_operands).numpy(),
-        "empty loop": lambda: empty_loop(algebra_inputs[tf.float64][0], *per_op_operands).numpy(),
+        "elementwise chain": lambda: chain(*chain_inputs).numpy(),
+        "empty loop": lambda: empty_loop(*chain_inputs).numpy(),
     }
     return runs, {"iterations": iterations, "body_ops": body_ops}
 
