@@ -42,7 +42,7 @@ Fields (`...` = the broadcast batch shape, dtype = the input dtype):
 
 # The solver is written with explicit `tf.while_loop` and `tf.cond`. Called
 # from a user's own `tf.function`, AutoGraph would convert all of it, which
-# took ~5 s of the first trace and changes nothing.
+# took ~4 s of the first call and changes nothing (benchmarks/first_trace.py).
 @tf.autograph.experimental.do_not_convert
 def solve_emd(
     cost,
