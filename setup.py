@@ -1,6 +1,41 @@
 """tf_deepemd: DeepEMD few-shot classification as TensorFlow/Keras building blocks."""
 
-from setuptools import find_packages, setup
+import glob
+
+from setuptools import Extension, find_packages, setup
+from setuptools.command.build_ext import build_ext
+
+# TensorFlow's minor version: the compiled EMD kernel is built against the
+# TensorFlow of the build environment (pyproject.toml) and must run with the
+# same one.
+TENSORFLOW = "tensorflow-cpu==2.21.*"
+
+
+class BuildTensorFlowOps(build_ext):
+    """Compiles the EMD kernel with the compile and link flags of the installed
+    TensorFlow (its headers, C++17, its C++ ABI flag). The extension is
+    optional: without a compiler the package installs and falls back to the
+    stock-op solver, with a warning that says so."""
+
+    def build_extensions(self):
+        import tensorflow as tf  # the build environment's, pinned like the runtime's
+
+        for extension in self.extensions:
+            extension.extra_compile_args = [
+                *tf.sysconfig.get_compile_flags(), "-O3", "-fopenmp-simd",
+                "-Wno-deprecated-declarations", "-Wno-interference-size",
+            ]
+            extension.extra_link_args = tf.sysconfig.get_link_flags()
+        super().build_extensions()
+
+
+emd_kernel = Extension(
+    "tf_deepemd.ops.emd.kernel._emd_ops",
+    sources=sorted(glob.glob("tf_deepemd/ops/emd/kernel/*.cc")),
+    depends=sorted(glob.glob("tf_deepemd/ops/emd/kernel/*.h")),
+    language="c++",
+    optional=True,
+)
 
 setup(
     name="tf_deepemd",
@@ -14,10 +49,12 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["tf_deepemd", "tf_deepemd.*"]),
     package_data={"tf_deepemd": ["data/splits/*/*.json", "data/splits/*.json"]},
+    ext_modules=[emd_kernel],
+    cmdclass={"build_ext": BuildTensorFlowOps},
     install_requires=[
         # CPU build by default; GPU users install `tensorflow[and-cuda]==2.21.*`
         # instead (see README "Installation").
-        "tensorflow-cpu==2.21.*",
+        TENSORFLOW,
         "keras>=3.15",
         "numpy",
         "scipy",

@@ -6,7 +6,8 @@ import collections
 import numpy as np
 import tensorflow as tf
 
-from tf_deepemd.ops.emd import balancing, loop
+from tf_deepemd.ops.emd import balancing, kernel, loop
+from tf_deepemd.ops.emd.implementation import resolve_implementation
 
 EMDResult = collections.namedtuple(
     "EMDResult",
@@ -34,9 +35,11 @@ Fields (`...` = the broadcast batch shape, dtype = the input dtype):
     `transport_cost == sum(u * source_weights) + sum(v * target_weights)`.
     Balanced problems leave a constant free (u + t, v - t); it is fixed so
     that both sums are equal. Not differentiable (stop-gradient).
-  converged: [...] bool, whether the tolerance was met within
-    `max_iterations`.
-  num_iterations: scalar int32, interior-point iterations run for the batch.
+  converged: [...] bool: the kernel reached optimality (always, barring a
+    pivot cap that is not met in practice); the stock-op solver met its
+    tolerance within `max_iterations`.
+  num_iterations: scalar int32, interior-point iterations run for the batch
+    (0 for the kernel, which has none).
 """
 
 
@@ -50,6 +53,7 @@ def solve_emd(
     target_weights,
     *,
     l2_strength=0.0,
+    implementation="auto",
     tolerance=None,
     max_iterations=100,
     num_shards=None,
@@ -68,6 +72,14 @@ def solve_emd(
         objective (the official DeepEMD 'L2' form). May be a scalar tensor of
         any float dtype (the flow is differentiable with respect to it); a
         Python or NumPy 0 selects the cheaper linear-program iteration.
+      implementation: 'kernel', the compiled C++ op (CPU; exact: the
+        transportation simplex for the linear program, semismooth Newton
+        finished on the active set for the L2 form; exact gradients);
+        'tf_ops', the interior-point method built from stock TensorFlow ops
+        (runs on GPUs and in SavedModels that stock TensorFlow Serving
+        loads); 'auto' (default), the kernel when it is built and no GPU is
+        visible, else 'tf_ops' (see `tf_deepemd.ops.emd.kernel_available`).
+        `tolerance`, `max_iterations` and `num_shards` concern 'tf_ops' only.
       tolerance: stopping tolerance on the duality gap and the residuals of
         the problem rescaled to unit total mass and unit cost range; default
         1e-10 for float64 and 1e-7 for lower precision inputs.
@@ -110,39 +122,28 @@ def solve_emd(
             tolerance = balancing.default_tolerance(dtype)
         elif not tolerance > 0:
             raise ValueError(f"tolerance must be > 0, got {tolerance}.")
-        if validate_args:
-            with tf.control_dependencies(
-                _runtime_checks(cost, source_weights, target_weights, l2_strength)
-            ):
-                cost = tf.identity(cost)
-
         batch_shape = tf.broadcast_dynamic_shape(
             tf.broadcast_dynamic_shape(tf.shape(cost)[:-2], tf.shape(source_weights)[:-1]),
             tf.shape(target_weights)[:-1],
         )
-        flat_cost, flat_source, flat_target = _flattened(
-            batch_shape, cost, source_weights, target_weights
-        )
-        # The Schur complement is taken over the columns: put the smaller side there.
-        transpose = num_rows is not None and num_cols is not None and num_rows < num_cols
-        if transpose:
-            problem = (tf.linalg.matrix_transpose(flat_cost), flat_target, flat_source)
+        if resolve_implementation(implementation) == "kernel":
+            flat_cost, flow, source_potentials, target_potentials, converged = _kernel_solve(
+                batch_shape, cost, source_weights, target_weights, l2_strength, validate_args
+            )
+            num_iterations = tf.constant(0, tf.int32)
         else:
-            problem = (flat_cost, flat_source, flat_target)
-        solution = balancing.solve_flat(
-            *problem,
-            None if linear else l2_strength,
-            balance_threshold=balancing.balance_threshold(dtype),
-            tolerance=tolerance,
-            max_iterations=max_iterations,
-            num_shards=num_shards,
-        )
-        flow = solution.flow
-        source_potentials, target_potentials = (solution.source_potentials,
-                                                solution.target_potentials)
-        if transpose:
-            flow = tf.linalg.matrix_transpose(flow)
-            source_potentials, target_potentials = target_potentials, source_potentials
+            if validate_args:
+                with tf.control_dependencies(
+                    _runtime_checks(cost, source_weights, target_weights, l2_strength)
+                ):
+                    cost = tf.identity(cost)
+            flat_cost, flow, source_potentials, target_potentials, converged, num_iterations = (
+                _interior_point_solve(
+                    batch_shape, cost, source_weights, target_weights, l2_strength, linear,
+                    num_rows, num_cols, tolerance=tolerance, max_iterations=max_iterations,
+                    num_shards=num_shards,
+                )
+            )
 
         transport_cost = tf.reduce_sum(flat_cost * flow, axis=[-2, -1])
         distance = tf.math.divide_no_nan(transport_cost, tf.reduce_sum(flow, axis=[-2, -1]))
@@ -157,9 +158,52 @@ def solve_emd(
             distance=unflatten(distance, []),
             source_potentials=unflatten(source_potentials, [num_rows]),
             target_potentials=unflatten(target_potentials, [num_cols]),
-            converged=tf.reshape(solution.converged, batch_shape),
-            num_iterations=solution.num_iterations,
+            converged=tf.reshape(converged, batch_shape),
+            num_iterations=num_iterations,
         )
+
+
+def _kernel_solve(batch_shape, cost, source_weights, target_weights, l2_strength,
+                  validate_args):
+    """The compiled kernel on the flattened batch, in float32 or float64."""
+    compute_dtype = tf.float64 if cost.dtype == tf.float64 else tf.float32
+    flat_cost, flat_source, flat_target = _flattened(
+        batch_shape, cost, source_weights, target_weights, compute_dtype
+    )
+    flow, source_potentials, target_potentials, converged = kernel.transport_solve(
+        flat_cost, flat_source, flat_target, l2_strength, validate=validate_args
+    )
+    return flat_cost, flow, source_potentials, target_potentials, converged
+
+
+def _interior_point_solve(batch_shape, cost, source_weights, target_weights, l2_strength,
+                          linear, num_rows, num_cols, *, tolerance, max_iterations, num_shards):
+    """The stock-op interior-point solver on the flattened batch, in float64."""
+    flat_cost, flat_source, flat_target = _flattened(
+        batch_shape, cost, source_weights, target_weights, tf.float64
+    )
+    # The Schur complement is taken over the columns: put the smaller side there.
+    transpose = num_rows is not None and num_cols is not None and num_rows < num_cols
+    if transpose:
+        problem = (tf.linalg.matrix_transpose(flat_cost), flat_target, flat_source)
+    else:
+        problem = (flat_cost, flat_source, flat_target)
+    solution = balancing.solve_flat(
+        *problem,
+        None if linear else l2_strength,
+        balance_threshold=balancing.balance_threshold(cost.dtype),
+        tolerance=tolerance,
+        max_iterations=max_iterations,
+        num_shards=num_shards,
+    )
+    flow = solution.flow
+    source_potentials, target_potentials = (solution.source_potentials,
+                                            solution.target_potentials)
+    if transpose:
+        flow = tf.linalg.matrix_transpose(flow)
+        source_potentials, target_potentials = target_potentials, source_potentials
+    return (flat_cost, flow, source_potentials, target_potentials, solution.converged,
+            solution.num_iterations)
 
 
 @tf.autograph.experimental.do_not_convert
@@ -169,6 +213,7 @@ def emd(
     target_weights,
     *,
     l2_strength=0.0,
+    implementation="auto",
     tolerance=None,
     max_iterations=100,
     num_shards=None,
@@ -185,6 +230,7 @@ def emd(
         source_weights,
         target_weights,
         l2_strength=l2_strength,
+        implementation=implementation,
         tolerance=tolerance,
         max_iterations=max_iterations,
         num_shards=num_shards,
@@ -260,10 +306,10 @@ def _runtime_checks(cost, source_weights, target_weights, l2_strength):
     return [
         tf.debugging.assert_all_finite(cost, "cost must be finite (no NaN or Inf)."),
         tf.debugging.assert_non_negative(
-            source_weights, "source_weights must be non-negative (and not NaN)."
+            source_weights, "source_weights must be non-negative (and not NaN)"
         ),
         tf.debugging.assert_non_negative(
-            target_weights, "target_weights must be non-negative (and not NaN)."
+            target_weights, "target_weights must be non-negative (and not NaN)"
         ),
         tf.debugging.assert_all_finite(source_weights, "source_weights must be finite."),
         tf.debugging.assert_all_finite(target_weights, "target_weights must be finite."),
@@ -280,13 +326,13 @@ def _runtime_checks(cost, source_weights, target_weights, l2_strength):
     ]
 
 
-def _flattened(batch_shape, cost, source_weights, target_weights):
-    """[B, N, M], [B, N], [B, M] float64: the broadcast batch on one axis."""
+def _flattened(batch_shape, cost, source_weights, target_weights, dtype):
+    """[B, N, M], [B, N], [B, M] of `dtype`: the broadcast batch on one axis."""
     num_rows, num_cols = tf.shape(cost)[-2], tf.shape(cost)[-1]
 
     def flatten(value, event_shape):
         value = tf.broadcast_to(value, tf.concat([batch_shape, event_shape], 0))
-        return tf.cast(tf.reshape(value, tf.concat([[-1], event_shape], 0)), tf.float64)
+        return tf.cast(tf.reshape(value, tf.concat([[-1], event_shape], 0)), dtype)
 
     return (flatten(cost, [num_rows, num_cols]), flatten(source_weights, [num_rows]),
             flatten(target_weights, [num_cols]))
