@@ -96,3 +96,31 @@ def rng(test_seed):
 def module_rng(request):
     """A NumPy generator for module-scoped fixtures, seeded from the module's id."""
     return np.random.default_rng(seed_for(request.node.nodeid))
+
+
+# The solver suites run once per implementation: the compiled kernel and the
+# stock-op interior point (`tf_deepemd.ops.emd.stock_ops_only`). A module
+# opts in with `pytestmark = pytest.mark.usefixtures("emd_implementation")`;
+# a test limited to some of them is marked
+# `@pytest.mark.emd_implementations("tf_ops")`.
+EMD_IMPLEMENTATIONS = ("kernel", "tf_ops")
+
+
+def pytest_generate_tests(metafunc):
+    if "emd_implementation" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("emd_implementations")
+        metafunc.parametrize("emd_implementation", marker.args if marker else EMD_IMPLEMENTATIONS,
+                             indirect=True)
+
+
+@pytest.fixture
+def emd_implementation(request):
+    """'kernel' or 'tf_ops'; the solver calls of the test use it."""
+    from tf_deepemd.ops.emd import kernel_available, kernel_load_error, stock_ops_only
+
+    if request.param == "kernel":
+        assert kernel_available(), kernel_load_error()
+        yield "kernel"
+    else:
+        with stock_ops_only():
+            yield "tf_ops"

@@ -3,7 +3,9 @@
 Public entry points:
 
 * `tf_deepemd.emd` / `tf_deepemd.solve_emd`: batched, differentiable Earth
-  Mover's Distance (transportation LP) solver.
+  Mover's Distance (transportation LP) solver: a compiled kernel on CPU
+  (`tf_deepemd.kernel_available()`), stock TensorFlow ops on GPU and in
+  exported SavedModels (`tf_deepemd.stock_ops_only()`).
 * `tf_deepemd.EMDLayer`: the Keras layer around it.
 * `tf_deepemd.DeepEMDHead`: DeepEMD logits of query node sets against
   prototype node sets; `tf_deepemd.SFC`: k-shot prototypes fitted to the
@@ -18,7 +20,7 @@ Public entry points:
   (`tf_deepemd.data.make_episode_dataset`).
 """
 
-from tf_deepemd.ops.emd import EMDResult, emd, solve_emd
+from tf_deepemd.ops.emd import EMDResult, emd, kernel_available, solve_emd, stock_ops_only
 from tf_deepemd.layers.emd_layer import EMDLayer
 from tf_deepemd.layers.deepemd_head import DeepEMDHead
 from tf_deepemd.layers.sfc import SFC
@@ -39,8 +41,10 @@ __all__ = [
     "SFC",
     "data",
     "emd",
+    "kernel_available",
     "load_official_checkpoint",
     "make_model",
     "make_pretrain_model",
     "solve_emd",
+    "stock_ops_only",
 ]

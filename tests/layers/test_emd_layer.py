@@ -109,7 +109,10 @@ def test_export_serves_in_a_fresh_process(rng, tmp_path):
     expected = model.predict([features, source, target], verbose=0)
 
     export_dir = str(tmp_path / "flow_model")
-    model.export(export_dir, verbose=False)
+    # A Keras model of the user's own is exported with the stock-op solver
+    # inside `stock_ops_only` (without it, the graph holds the kernel's op).
+    with tf_deepemd.stock_ops_only():
+        model.export(export_dir, verbose=False)
 
     ops = graph_op_types(export_dir)
     assert not ops & PYTHON_OPS

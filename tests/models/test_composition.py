@@ -103,6 +103,11 @@ def test_keras_round_trip_gives_identical_logits(tmp_path, rng, layers):
     np.testing.assert_array_equal(loaded((support, labels, query)), expected)
 
 
+# The saved logits were computed with the stock-op solver; SFC's two-shot fit
+# amplifies the solvers' differences at ties (several optimal flows) on
+# this tiny random model beyond the tolerance of a weight-loading check.
+@pytest.mark.emd_implementations("tf_ops")
+@pytest.mark.usefixtures("emd_implementation")
 def test_weights_saved_before_the_redesign_load(rng):
     """``start_commit_deepemd.*`` were written by the flat-argument DeepEMD of commit b7bd4d3
     (``make_model('conv4', backbone_options=TINY_BACKBONE, sfc_steps=2, sfc_lr=5.0)``, seeded,

@@ -98,3 +98,29 @@ def test_import_and_load_without_torch():
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "loaded 80" in completed.stdout
+
+
+@pytest.fixture(scope="module")
+def official_5shot():
+    with np.load(FIXTURE / "episode_5shot_sfc.npz") as episode:
+        return dict(episode)
+
+
+@pytest.mark.usefixtures("emd_implementation")
+@pytest.mark.parametrize("prototypes", ["sfc", "class_mean"])
+def test_5shot_logits_match_the_official_sfc(official_5shot, prototypes):
+    """The official 5-way 5-shot episode: SFC fitted with batch size 25 (every
+    update sees the whole support set, so no random order is involved) and
+    the per-class mean."""
+    layer = (tf_deepemd.SFC(batch_size=25) if prototypes == "sfc"
+             else tf_deepemd.layers.ClassMeanPrototypes())
+    model = tf_deepemd.make_model(backbone="resnet12", encoder="fcn", prototypes=layer)
+    tf_deepemd.load_official_checkpoint(model, CHECKPOINT)
+    images = official_5shot["images_nchw"].transpose(0, 2, 3, 1)
+    labels = official_5shot["support_labels"]
+    logits = model((images[:len(labels)], labels, images[len(labels):])).numpy()
+    name = "logits_sfc" if prototypes == "sfc" else "logits_class_mean"
+    error = np.abs(logits - official_5shot[name]).max()
+    print(f"official 5-shot {name}: max |difference| {error:.1e}")
+    assert error <= 1e-4, error
+    np.testing.assert_array_equal(logits.argmax(-1), official_5shot[name].argmax(-1))

@@ -7,6 +7,8 @@ import tensorflow as tf
 import tf_deepemd
 from tests.reference import deepemd_problems, highs_emd, highs_emd_batch
 
+pytestmark = pytest.mark.usefixtures("emd_implementation")
+
 RTOL = {np.float64: 1e-6, np.float32: 1e-4}
 
 
@@ -365,6 +367,7 @@ def test_works_inside_tf_function_with_dynamic_shapes(rng):
         )
 
 
+@pytest.mark.emd_implementations("tf_ops")  # interior-point settings
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_recovers_when_the_gap_rises_for_a_step(dtype):
     """A DeepEMD problem (retrieval test gallery, seed 2789262290, images 10
@@ -382,6 +385,7 @@ def test_recovers_when_the_gap_rises_for_a_step(dtype):
     check_solution(result, cost[None], source[None], target[None], RTOL[dtype])
 
 
+@pytest.mark.emd_implementations("tf_ops")  # interior-point settings
 @pytest.mark.parametrize("batch", [1, 5, 13])
 def test_shards_give_the_same_solution(rng, batch):
     """Any split of the batch into concurrent loops, also one with empty
@@ -459,6 +463,7 @@ def test_bad_arguments_raise_value_error():
         tf_deepemd.emd(np.ones((2, 2)), np.ones(2), np.ones(2), max_iterations=0)
 
 
+@pytest.mark.emd_implementations("tf_ops")  # interior-point settings
 def test_iteration_cap_reports_not_converged(rng):
     cost, source, target = nondegenerate_problems(rng, 5, 10, 10)
     result = tf_deepemd.solve_emd(cost, source, target, max_iterations=2)

@@ -13,6 +13,8 @@ import tensorflow as tf
 import tf_deepemd
 from tests.reference import deepemd_problems
 
+pytestmark = pytest.mark.usefixtures("emd_implementation")
+
 # Tolerance of the solve whose active set (support cells, saturated marginals)
 # the reference keeps.
 REFERENCE_TOLERANCE = 1e-13

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from tf_deepemd.data.image_split import Normalization
 from tf_deepemd.export import serving_layout, signatures, warmup
+from tf_deepemd.ops.emd import stock_ops_only
 
 DEFAULT_MODEL_NAME = "deepemd"
 EXPORT_INFO_FILE = os.path.join(serving_layout.ASSETS_EXTRA, "deepemd_export.json")
@@ -45,9 +46,12 @@ def write_saved_model(model, path: str, image_size: int, normalization: Normaliz
     endpoints = signatures.ServingSignatures(model, image_size, normalization).endpoints()
     archive = keras.export.ExportArchive()
     model.track_for_export(archive)
-    for name, (function, input_signature) in endpoints.items():
-        archive.add_endpoint(name, function, input_signature=input_signature)
-    archive.write_out(path, verbose=False)
+    # Stock TensorFlow Serving cannot load the compiled EMD kernel (a custom
+    # op): the signatures are traced with the stock-op solver.
+    with stock_ops_only():
+        for name, (function, input_signature) in endpoints.items():
+            archive.add_endpoint(name, function, input_signature=input_signature)
+        archive.write_out(path, verbose=False)
 
 
 def export_for_serving(

@@ -33,7 +33,9 @@ class DeepEMDHead(keras.layers.Layer):
         gradient to the weights).
       l2_strength: L2 regularisation of the flow (0 = the LP; the official
         qpth 'L2' training form uses 1e-6).
-      tolerance, max_iterations: solver settings (`tf_deepemd.emd`).
+      implementation: the solver, 'auto' (default), 'kernel' or 'tf_ops'
+        (`tf_deepemd.emd`); SFC fitting prototypes for this head uses it too.
+      tolerance, max_iterations: settings of the 'tf_ops' solver.
     """
 
     def __init__(
@@ -44,12 +46,15 @@ class DeepEMDHead(keras.layers.Layer):
         l2_strength=0.0,
         tolerance=None,
         max_iterations=100,
+        implementation="auto",
         **kwargs,
     ):
         super().__init__(**kwargs)
         matching.check_matching_options(
-            node_weights, temperature, gradient_mode, l2_strength, tolerance, max_iterations
+            node_weights, temperature, gradient_mode, l2_strength, tolerance, max_iterations,
+            implementation,
         )
+        self.implementation = implementation
         self.node_weights = node_weights
         self.temperature = float(temperature)
         self.gradient_mode = gradient_mode
@@ -68,6 +73,7 @@ class DeepEMDHead(keras.layers.Layer):
             l2_strength=self.l2_strength,
             tolerance=self.tolerance,
             max_iterations=self.max_iterations,
+            implementation=self.implementation,
         )
 
     def match(self, query_nodes, proto_nodes):

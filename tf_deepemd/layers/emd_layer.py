@@ -2,7 +2,7 @@
 
 import keras
 
-from tf_deepemd.ops.emd import emd
+from tf_deepemd.ops.emd import check_implementation, emd
 
 
 @keras.saving.register_keras_serializable(package="tf_deepemd")
@@ -17,14 +17,16 @@ class EMDLayer(keras.layers.Layer):
         s.t. flow >= 0, row sums <= source_weights, column sums <= target_weights,
              total flow = min(sum(source_weights), sum(target_weights))
 
-    by `tf_deepemd.emd`'s batched interior-point method, differentiable with
-    respect to all three inputs through the KKT conditions. The layer has no
-    weights.
+    with `tf_deepemd.emd`, differentiable with respect to all three inputs.
+    The layer has no weights.
 
     Args:
       l2_strength: float >= 0, L2 regularisation of the flow (0: the LP).
-      tolerance: stopping tolerance of the solver (None: per-dtype default).
-      max_iterations: iteration cap of the solver.
+      implementation: 'auto' (default: the compiled kernel on CPU when it
+        is built), 'kernel' or 'tf_ops' (see `tf_deepemd.emd`).
+      tolerance: stopping tolerance of the 'tf_ops' solver (None: per-dtype
+        default).
+      max_iterations: iteration cap of the 'tf_ops' solver.
       num_shards: concurrent solver loops the batch is split into (None:
         `tf_deepemd.ops.default_num_shards()`, one per CPU core, fixed when
         the layer is traced or exported).
@@ -33,8 +35,9 @@ class EMDLayer(keras.layers.Layer):
     """
 
     def __init__(self, l2_strength=0.0, tolerance=None, max_iterations=100,
-                 num_shards=None, validate_args=True, **kwargs):
+                 num_shards=None, validate_args=True, implementation="auto", **kwargs):
         super().__init__(**kwargs)
+        self.implementation = check_implementation(implementation)
         if l2_strength < 0:
             raise ValueError(f"l2_strength must be >= 0, got {l2_strength}.")
         if tolerance is not None and not tolerance > 0:
@@ -57,6 +60,7 @@ class EMDLayer(keras.layers.Layer):
             source_weights,
             target_weights,
             l2_strength=self.l2_strength,
+            implementation=self.implementation,
             tolerance=self.tolerance,
             max_iterations=self.max_iterations,
             num_shards=self.num_shards,
@@ -74,5 +78,6 @@ class EMDLayer(keras.layers.Layer):
             max_iterations=self.max_iterations,
             num_shards=self.num_shards,
             validate_args=self.validate_args,
+            implementation=self.implementation,
         )
         return config

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from tf_deepemd.ops import matching
 from tf_deepemd.ops.checks import check_choice, check_support_set, class_counts
+from tf_deepemd.ops.emd.implementation import resolve_implementation
 from tf_deepemd.ops.prototypes import class_means
 from tf_deepemd.ops.sfc import fit_sfc
 
@@ -144,6 +145,9 @@ class SFC(keras.layers.Layer):
         support_nodes = tf.debugging.assert_all_finite(
             support_nodes, "`support_nodes` must be finite (no NaN or Inf).")
         options = dict(head_options(), gradient_mode=self.gradient_mode)
+        # The solver is resolved here, not in the cached fit: a fit traced
+        # with the kernel must not serve a call inside `stock_ops_only`.
+        options["implementation"] = resolve_implementation(options.get("implementation", "auto"))
         matching_options = tuple(sorted(options.items()))
         call_seed = tf.cast(0 if seed is None else seed, tf.int64)
         seed_pair = tf.stack([tf.constant(self.seed, tf.int64), call_seed])

@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from tf_deepemd.layers.prototypes import ClassMeanPrototypes
 from tf_deepemd.ops.checks import check_labelled_set, check_rank
+from tf_deepemd.ops.emd import stock_ops_only
 
 EPISODE_KEYS = ("support_images", "support_labels", "query_images")
 IMAGE_LAYOUT = "[images, height, width, channels]"
@@ -231,13 +232,16 @@ class DeepEMD(keras.Model):
                                   input_signature=input_signature, **kwargs)
         archive = keras.export.ExportArchive()
         self.track_for_export(archive)
-        archive.add_endpoint(
-            "serve",
-            self.__call__,
-            input_signature or self.episode_signature(dtype=self.input_dtype),
-            **kwargs,
-        )
-        archive.write_out(filepath, verbose=True if verbose is None else verbose)
+        # SavedModels hold stock ops only, for stock TensorFlow Serving: the
+        # solver is traced without the compiled kernel.
+        with stock_ops_only():
+            archive.add_endpoint(
+                "serve",
+                self.__call__,
+                input_signature or self.episode_signature(dtype=self.input_dtype),
+                **kwargs,
+            )
+            archive.write_out(filepath, verbose=True if verbose is None else verbose)
 
     def get_config(self):
         config = super().get_config()

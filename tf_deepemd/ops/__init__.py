@@ -13,7 +13,14 @@ from tf_deepemd.ops.cross_reference import (
     normalize_mass,
     uniform_weights,
 )
-from tf_deepemd.ops.emd import EMDResult, default_num_shards, emd, solve_emd
+from tf_deepemd.ops.emd import (
+    EMDResult,
+    default_num_shards,
+    emd,
+    kernel_available,
+    solve_emd,
+    stock_ops_only,
+)
 from tf_deepemd.ops.matching import DeepEMDMatch, deepemd_match
 from tf_deepemd.ops.sfc import fit_sfc
 from tf_deepemd.ops.prototypes import class_means
@@ -41,10 +48,12 @@ __all__ = [
     "fit_sfc",
     "grid_boxes",
     "grid_intervals",
+    "kernel_available",
     "l2_normalize_nodes",
     "normalize_mass",
     "pairwise_squared_distance",
     "random_resized_crop_boxes",
     "solve_emd",
+    "stock_ops_only",
     "uniform_weights",
 ]

@@ -25,7 +25,7 @@ from tf_deepemd.ops.cross_reference import (
     normalize_mass,
     uniform_weights,
 )
-from tf_deepemd.ops.emd import emd
+from tf_deepemd.ops.emd import check_implementation, emd
 from tf_deepemd.ops.similarity import center_nodes, cosine_similarity_map
 
 __all__ = [
@@ -60,8 +60,9 @@ Fields (``...`` = leading dims shared by the inputs):
 
 
 def check_matching_options(node_weights, temperature, gradient_mode, l2_strength,
-                           tolerance=None, max_iterations=100):
+                           tolerance=None, max_iterations=100, implementation="auto"):
     """Raises ValueError naming a bad option of `deepemd_match`."""
+    check_implementation(implementation)
     if tolerance is not None and not float(tolerance) > 0:
         raise ValueError(f"`tolerance` must be > 0, got {tolerance}.")
     if int(max_iterations) < 1:
@@ -113,6 +114,7 @@ def flow_logits(
     temperature=DEFAULT_TEMPERATURE,
     gradient_mode="kkt",
     l2_strength=0.0,
+    implementation="auto",
     tolerance=None,
     max_iterations=100,
     validate_args=True,
@@ -128,7 +130,7 @@ def flow_logits(
         solver. ``'stop_flow'``: the flow is a constant, as the official
         OpenCV path, so ``d logit / d similarity = (T / N) * flow`` and the
         weights get no gradient.
-      l2_strength, tolerance, max_iterations, validate_args: passed to
+      l2_strength, implementation, tolerance, max_iterations, validate_args: passed to
         `tf_deepemd.ops.emd.emd` (``validate_args=False`` for callers that
         checked the inputs once outside a loop, e.g. SFC's fit).
 
@@ -149,6 +151,7 @@ def flow_logits(
         source_weights,
         target_weights,
         l2_strength=l2_strength,
+        implementation=implementation,
         tolerance=tolerance,
         max_iterations=max_iterations,
         validate_args=validate_args,
@@ -172,6 +175,7 @@ def deepemd_match(
     temperature=DEFAULT_TEMPERATURE,
     gradient_mode="kkt",
     l2_strength=0.0,
+    implementation="auto",
     tolerance=None,
     max_iterations=100,
     validate_args=True,
@@ -182,8 +186,8 @@ def deepemd_match(
       query_nodes: float ``[..., Q, N, C]`` raw node features.
       proto_nodes: float ``[..., W, M, C]`` raw node features, same leading
         dims and channels.
-      node_weights, temperature, gradient_mode, l2_strength, tolerance,
-        max_iterations, validate_args: see `matching_marginals` and
+      node_weights, temperature, gradient_mode, l2_strength, implementation,
+        tolerance, max_iterations, validate_args: see `matching_marginals` and
         `flow_logits`.
 
     Returns:
@@ -198,6 +202,7 @@ def deepemd_match(
         temperature=temperature,
         gradient_mode=gradient_mode,
         l2_strength=l2_strength,
+        implementation=implementation,
         tolerance=tolerance,
         max_iterations=max_iterations,
         validate_args=validate_args,

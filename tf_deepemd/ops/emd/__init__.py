@@ -53,6 +53,22 @@ precision are treated as equal.
 """
 
 from tf_deepemd.ops.emd.api import EMDResult, emd, solve_emd
+from tf_deepemd.ops.emd.implementation import (
+    IMPLEMENTATIONS,
+    check_implementation,
+    stock_ops_only,
+)
+from tf_deepemd.ops.emd.kernel import kernel_available, kernel_load_error
 from tf_deepemd.ops.emd.loop import default_num_shards
 
-__all__ = ["EMDResult", "default_num_shards", "emd", "solve_emd"]
+__all__ = [
+    "EMDResult",
+    "IMPLEMENTATIONS",
+    "check_implementation",
+    "default_num_shards",
+    "emd",
+    "kernel_available",
+    "kernel_load_error",
+    "solve_emd",
+    "stock_ops_only",
+]

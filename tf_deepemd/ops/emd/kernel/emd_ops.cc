@@ -90,9 +90,13 @@ Status CheckValues(const BatchShape& shape, const T* cost, const T* source, cons
       double total = 0.0;
       for (int k = 0; k < size; ++k) {
         const double mass = static_cast<double>(values[b * size + k]);
-        if (!(std::isfinite(mass) && mass >= 0.0)) {
-          return InvalidArgument(name, " must be finite and non-negative: problem ", b,
+        if (!(mass >= 0.0)) {
+          return InvalidArgument(name, " must be non-negative (not NaN): problem ", b,
                                  ", node ", k, " is ", mass);
+        }
+        if (std::isinf(mass)) {
+          return InvalidArgument(name, " must be finite: problem ", b, ", node ", k, " is ",
+                                 mass);
         }
         total += mass;
       }
