@@ -3,7 +3,8 @@
 //
 // An unbalanced problem gets one dummy node on its lighter side, with the
 // excess mass and cost 0, so that every marginal is an equality. A basis is
-// a spanning tree of rows + cols - 1 cells. Given it:
+// a spanning tree of rows + cols - 1 cells; the first is greedy (least cost
+// first, on the cost less a feasible dual). Given a basis:
 //   flows:      leaf elimination; a leaf's one basic cell carries its mass;
 //   potentials: u_i + v_j = C_ij on basic cells (root potential 0);
 //   pricing:    d_ij = C_ij - u_i - v_j; the basis is optimal when d >= 0.
@@ -24,6 +25,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
+
 
 
 namespace tf_deepemd {
@@ -39,6 +42,7 @@ struct Simplex {
   double* flow;       // [rows * cols], 0 off the basis
   double* potential;  // [nodes]: u then v
   double* residual;   // [nodes]
+  double* reduced;    // [rows * cols] scratch of the start
   int* degree;        // [nodes]
   int* adjacent;      // [nodes * nodes] basic cells at each node
   int* parent;        // [nodes], -1 at the root
@@ -69,7 +73,7 @@ Simplex Layout(const TransportProblem& problem, SimplexWorkspace* workspace) {
   s.cols = problem.cols + (dummy_col ? 1 : 0);
   s.nodes = s.rows + s.cols;
   const int cells = s.rows * s.cols;
-  workspace->reals.resize(2 * cells + 3 * s.nodes);
+  workspace->reals.resize(3 * cells + 3 * s.nodes);
   workspace->ints.resize(s.nodes * s.nodes + 7 * s.nodes + s.cols);
   double* reals = workspace->reals.data();
   s.cost = reals;
@@ -77,6 +81,7 @@ Simplex Layout(const TransportProblem& problem, SimplexWorkspace* workspace) {
   s.mass = reals + 2 * cells;
   s.potential = s.mass + s.nodes;
   s.residual = s.potential + s.nodes;
+  s.reduced = s.residual + s.nodes;
   int* ints = workspace->ints.data();
   s.adjacent = ints;
   s.degree = ints + s.nodes * s.nodes;
@@ -125,38 +130,74 @@ void RemoveCell(Simplex& s, int cell) {
 // columns. Every allocation closes one row or column (the last closes
 // both), so the rows + cols - 1 cells form a spanning tree.
 void InitialBasis(Simplex& s) {
-  double* remaining = s.residual;
-  std::copy(s.mass, s.mass + s.nodes, remaining);
-  int num_open = s.cols;
-  for (int j = 0; j < s.cols; ++j) s.open_cols[j] = j;
+  // The greedy runs on the cost less a feasible dual (u_i = min_j C_ij,
+  // v_j = min_i C_ij - u_i): cheap cells of columns every row finds cheap
+  // are taken by the row that needs them least.
+  double* u = s.potential;
+  double* v = s.potential + s.rows;
   for (int i = 0; i < s.rows; ++i) {
     const double* row_cost = s.cost + i * s.cols;
-    if (i == s.rows - 1) {
-      for (int k = 0; k < num_open; ++k) {
-        const int j = s.open_cols[k];
-        s.flow[i * s.cols + j] = std::max(remaining[s.rows + j], 0.0);
-        AddCell(s, i * s.cols + j);
-      }
-      return;
+    u[i] = *std::min_element(row_cost, row_cost + s.cols);
+  }
+  for (int j = 0; j < s.cols; ++j) v[j] = std::numeric_limits<double>::infinity();
+  for (int i = 0; i < s.rows; ++i) {
+    for (int j = 0; j < s.cols; ++j) v[j] = std::min(v[j], s.cost[i * s.cols + j] - u[i]);
+  }
+  for (int i = 0; i < s.rows; ++i) {
+    for (int j = 0; j < s.cols; ++j) {
+      s.reduced[i * s.cols + j] = s.cost[i * s.cols + j] - u[i] - v[j];
     }
-    while (true) {
-      int best = 0;
-      for (int k = 1; k < num_open; ++k) {
-        if (row_cost[s.open_cols[k]] < row_cost[s.open_cols[best]]) best = k;
+  }
+  // Least-cost greedy: the open row whose cheapest open column is the
+  // cheapest takes it. Every allocation closes one row or column (the last
+  // closes both), so the rows + cols - 1 cells form a spanning tree.
+  double* remaining = s.residual;
+  std::copy(s.mass, s.mass + s.nodes, remaining);
+  int* open_rows = s.cycle;              // scratch until the pivots start
+  int* row_best = s.cycle + s.nodes;     // cheapest open column of each row
+  for (int i = 0; i < s.rows; ++i) open_rows[i] = i;
+  for (int j = 0; j < s.cols; ++j) s.open_cols[j] = j;
+  int num_rows = s.rows, num_cols = s.cols;
+  auto cheapest = [&](int i) {
+    const double* row = s.reduced + i * s.cols;
+    int best = s.open_cols[0];
+    for (int k = 1; k < num_cols; ++k) {
+      if (row[s.open_cols[k]] < row[best]) best = s.open_cols[k];
+    }
+    return best;
+  };
+  for (int i = 0; i < s.rows; ++i) row_best[i] = cheapest(i);
+  while (num_rows > 0 && num_cols > 0) {
+    int pick = 0;
+    for (int k = 1; k < num_rows; ++k) {
+      const int i = open_rows[k], best = open_rows[pick];
+      if (s.reduced[i * s.cols + row_best[i]] < s.reduced[best * s.cols + row_best[best]]) {
+        pick = k;
       }
-      const int j = s.open_cols[best];
-      const int cell = i * s.cols + j;
-      AddCell(s, cell);
-      double& col_remaining = remaining[s.rows + j];
-      if (col_remaining < remaining[i] && num_open > 1) {
-        s.flow[cell] = std::max(col_remaining, 0.0);
-        remaining[i] -= col_remaining;
-        s.open_cols[best] = s.open_cols[--num_open];
-      } else {
-        s.flow[cell] = std::max(remaining[i], 0.0);
-        col_remaining -= remaining[i];
-        break;
+    }
+    const int i = open_rows[pick], j = row_best[i];
+    const int cell = i * s.cols + j;
+    AddCell(s, cell);
+    double& row_left = remaining[i];
+    double& col_left = remaining[s.rows + j];
+    const bool last = num_rows == 1 && num_cols == 1;
+    const bool close_col = num_rows == 1 || (num_cols > 1 && col_left < row_left);
+    s.flow[cell] = std::max(std::min(row_left, col_left), 0.0);
+    row_left -= s.flow[cell];
+    col_left -= s.flow[cell];
+    if (last) break;
+    if (close_col) {
+      for (int k = 0; k < num_cols; ++k) {
+        if (s.open_cols[k] == j) {
+          s.open_cols[k] = s.open_cols[--num_cols];
+          break;
+        }
       }
+      for (int k = 0; k < num_rows; ++k) {
+        if (row_best[open_rows[k]] == j) row_best[open_rows[k]] = cheapest(open_rows[k]);
+      }
+    } else {
+      open_rows[pick] = open_rows[--num_rows];
     }
   }
 }
@@ -198,6 +239,10 @@ bool WalkTree(Simplex& s, const double* values, double* node_values) {
 
 // Most negative reduced cost (Dantzig), or the first below -tolerance
 // (Bland). Returns the entering cell, or -1 when the basis is optimal.
+#if defined(__x86_64__) && defined(__GNUC__)
+// The pricing loop is most of the time: AVX2 where the CPU has it.
+__attribute__((target_clones("avx2", "default")))
+#endif
 int EnteringCell(const Simplex& s, double tolerance, bool first_improving) {
   const double* u = s.potential;
   const double* v = s.potential + s.rows;
