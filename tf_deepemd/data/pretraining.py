@@ -16,7 +16,7 @@ from typing import Optional
 import gin
 import tensorflow as tf
 
-from tf_deepemd.data.bad_data import prepare_split
+from tf_deepemd.data.checked_split import prepare_split
 from tf_deepemd.data.reader import pipeline_options, preprocessed_batches
 from tf_deepemd.data.sampling import MAX_SEED, check_integer
 
