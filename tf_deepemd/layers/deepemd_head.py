@@ -3,7 +3,6 @@
 import keras
 
 from tf_deepemd.ops import matching
-from tf_deepemd.ops.checks import check_node_sets
 
 
 @keras.saving.register_keras_serializable(package="tf_deepemd")
@@ -83,7 +82,7 @@ class DeepEMDHead(keras.layers.Layer):
           [Q, W, N, M]``, ``source_weights [Q, W, N]`` (query nodes, sum N)
           and ``target_weights [Q, W, M]`` (prototype nodes, sum M).
         """
-        query_nodes, proto_nodes = check_node_sets(query_nodes, proto_nodes)
+        # `deepemd_match` checks the node sets (once).
         return matching.deepemd_match(
             query_nodes, proto_nodes, **self.matching_options()
         )._asdict()

@@ -1,4 +1,4 @@
-"""`SFC`: the structured fully-connected layer of k-shot DeepEMD (METHOD 5)."""
+"""`SFC`: the structured fully-connected layer of k-shot DeepEMD (docs/method.md, "SFC")."""
 
 import functools
 
@@ -79,6 +79,17 @@ class SFC(keras.layers.Layer):
     ``seed``: optional int scalar tensor mixed with the layer's ``seed`` to
     vary the batch order per call (shared by the episodes of a batch).
 
+    What ``head`` must provide (any layer, e.g. your own head, not only
+    `DeepEMDHead`): a method ``matching_options()`` returning a dict of
+    keyword arguments of `tf_deepemd.ops.deepemd_match` (``node_weights``,
+    ``temperature``, ``l2_strength``, ``tolerance``, ``max_iterations``;
+    ``gradient_mode`` is replaced by this layer's), with hashable values:
+    SFC compiles one fit per distinct set of options. SFC never calls the
+    head; it fits the prototypes to ``deepemd_match`` logits under those
+    options, so a head should score queries the same way for the fit to
+    serve it. A head without ``matching_options`` is refused with a
+    ValueError naming ``head``. See docs/method.md, "SFC".
+
     Args:
       steps: epochs over the support set (official ``-sfc_update_step`` 100).
       learning_rate: SGD learning rate (100 in the official eval.py, 0.1 in
@@ -121,7 +132,7 @@ class SFC(keras.layers.Layer):
         self.dampening = float(dampening)
         self.seed = int(seed)
         self.gradient_mode = check_choice("gradient_mode", gradient_mode, matching.GRADIENT_MODES)
-        # The loop calls the solver (XLA is slow for it on CPU, STACK.md).
+        # The loop calls the solver (XLA is slow for it on CPU, docs/performance.md).
         self.supports_jit = False
 
     def _sfc_options(self):
