@@ -16,7 +16,7 @@ DeepEMD code):
   with two, torch 2.13's batched LU corrupts its pivots).
 
 `--baseline PATH` adds the same tf_deepemd methods run with another version
-of the solver module (a self-contained copy of `tf_deepemd/ops/emd.py` from an
+of the solver module (a self-contained copy of the solver module from an
 earlier commit, e.g. `git show <commit>:tf_deepemd/ops/emd.py > old_emd.py`),
 so that before and after are timed in one run; the table then ends with the
 time ratios new / baseline.

@@ -89,7 +89,7 @@ def test_bad_node_sets_name_the_argument_at_the_boundary():
 
 
 def test_one_match_checks_each_node_set_once():
-    """`deepemd_match` is the boundary: its steps do not re-enter ops/checks.py."""
+    """`deepemd_match` is the boundary: its steps do not re-enter tf_deepemd/ops/checks.py."""
     calls = collections.Counter()
 
     def count(frame, event, _):

@@ -1,6 +1,6 @@
 """Pre-training pipeline: shuffled, augmented batches over all classes of a split.
 
-The pre-training stage of DeepEMD (METHOD.md 6.1) trains the backbone as a
+The pre-training stage of DeepEMD (docs/method.md, "Protocol") trains the backbone as a
 plain ``num_classes``-way classifier on the base classes. Here each epoch
 visits every image once in an order given by a stateless shuffle keyed by
 ``(seed, epoch)``, and the augmentation of the image at stream position

@@ -7,7 +7,7 @@ from tf_deepemd.ops import matching
 
 @keras.saving.register_keras_serializable(package="tf_deepemd")
 class DeepEMDHead(keras.layers.Layer):
-    """DeepEMD logits (METHOD 1.1): EMD flows between node sets, scored by similarity.
+    """DeepEMD logits (docs/method.md): EMD flows between node sets, scored by similarity.
 
     ``call(query_nodes [Q, N, C], proto_nodes [W, M, C]) -> logits [Q, W]``
     with ``logits[q, w] = (temperature / N) * sum_ab S[q, w] * flow[q, w]``,
@@ -55,7 +55,7 @@ class DeepEMDHead(keras.layers.Layer):
         self.l2_strength = float(l2_strength)
         self.tolerance = None if tolerance is None else float(tolerance)
         self.max_iterations = int(max_iterations)
-        # XLA on CPU is 10-100x slower for the solver's batched Cholesky (STACK.md).
+        # XLA makes the solver's batched Cholesky slower on CPU (docs/performance.md, "XLA").
         self.supports_jit = False
 
     def matching_options(self):

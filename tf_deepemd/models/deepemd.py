@@ -137,7 +137,7 @@ class DeepEMD(keras.Model):
         self.head = head
         self.prototypes = prototypes
         self.way = None if way is None else int(way)
-        # The solver's layers opt out of XLA (slow for it on CPU, STACK.md).
+        # The solver's layers opt out of XLA (slow for it on CPU, docs/performance.md, "XLA").
         self.supports_jit = all(
             layer.supports_jit for layer in (self.encoder, self.head, self.prototypes)
         )

@@ -7,7 +7,7 @@ from tf_deepemd.ops.checks import check_images
 
 @keras.saving.register_keras_serializable(package="tf_deepemd")
 class PretrainClassifier(keras.Model):
-    """Standard classifier over the base classes (METHOD 6.1).
+    """Standard classifier over the base classes (docs/method.md, "Protocol").
 
     ``call(images [B, H, W, 3]) -> logits [B, num_classes]``: the backbone's
     feature map, global average pooling, one Dense layer with bias (the

@@ -1,6 +1,6 @@
 """Loading the official DeepEMD PyTorch checkpoints (icoz69/DeepEMD ``max_acc.pth``).
 
-The official code saves ``{'params': state_dict}`` (METHOD.md 11) in one of
+The official code saves ``{'params': state_dict}`` (docs/official_weights.md) in one of
 three key layouts, all accepted:
 
 * meta-training: ``encoder.layer1.0.conv1.weight``, ...

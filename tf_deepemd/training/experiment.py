@@ -2,7 +2,7 @@
 
 `run_experiment` is what ``tools/train.py`` and ``tools/eval.py`` call
 after parsing gin. A run is pre-training -> meta-training -> test
-(METHOD.md 6), each stage in its own folder of ``model_dir``
+(docs/method.md, "Protocol"), each stage in its own folder of ``model_dir``
 (`tf_deepemd.run_folder`). Everything is checked and every data pipeline
 is built BEFORE any training (`prepare_run`), so a bad configuration
 (unknown dataset or method, missing data_dir, a way or shot + query larger

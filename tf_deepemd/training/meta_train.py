@@ -1,6 +1,6 @@
 """Stage 2, meta-training: the episode model trained episode by episode.
 
-As the official ``train_meta.py`` (METHOD.md 6.2): 5-way 1-shot 15-query
+As the official ``train_meta.py`` (docs/method.md, "Protocol"): 5-way 1-shot 15-query
 training episodes, 50 per epoch, 100 epochs, one episode per update
 (``-bs 1``), SGD lr 5e-4 (momentum 0.9, Nesterov, wd 5e-4) halved every 10
 epochs, batch norm in training mode on the episode's images, NaN gradients

@@ -1,6 +1,6 @@
 """Optimizers and learning-rate schedules of the official protocol, for gin.
 
-The official scripts (METHOD.md 6.1-6.2) use PyTorch SGD with momentum 0.9,
+The official scripts (docs/method.md, "Protocol") use PyTorch SGD with momentum 0.9,
 Nesterov and ``weight_decay=5e-4``, stepped by ``StepLR`` once per epoch, and
 zero any parameter's gradient that contains a NaN. The author now prefers a
 cosine schedule without restarts (issues #37, #38): ``CosineAnnealingLR``

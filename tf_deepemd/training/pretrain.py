@@ -1,6 +1,6 @@
 """Stage 1, pre-training: the backbone as a classifier over the training classes.
 
-As the official ``train_pretrain.py`` (METHOD.md 6.1): cross-entropy over
+As the official ``train_pretrain.py`` (docs/method.md, "Protocol"): cross-entropy over
 all training classes with a GAP + linear head, SGD (lr 0.1, momentum 0.9,
 Nesterov, wd 5e-4), batch 128, 120 epochs, lr x0.2 every 30 epochs; after
 every epoch the few-shot model that shares the backbone is validated on the
