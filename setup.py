@@ -1,10 +1,13 @@
 """tf_deepemd: DeepEMD few-shot classification as TensorFlow/Keras building blocks."""
 
+import re
+
 from setuptools import find_packages, setup
 
 setup(
     name="tf_deepemd",
-    version="0.1.0",
+    # Read as text: importing the package would import TensorFlow.
+    version=re.search(r'__version__ = "(.+)"', open("tf_deepemd/version.py").read()).group(1),
     description=(
         "Differentiable Earth Mover's Distance (DeepEMD) for few-shot image "
         "classification in TensorFlow/Keras"
@@ -13,7 +16,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["tf_deepemd", "tf_deepemd.*"]),
-    package_data={"tf_deepemd": ["data/splits/*/*.json", "data/splits/*.json"]},
+    package_data={"tf_deepemd": ["data/splits/*/*.json", "data/splits/*.json", "py.typed"]},
     install_requires=[
         # CPU build by default; GPU users install `tensorflow[and-cuda]==2.21.*`
         # instead (see README "Installation").

@@ -33,6 +33,20 @@ class DeepEMDHead(keras.layers.Layer):
       l2_strength: L2 regularisation of the flow (0 = the LP; the official
         qpth 'L2' training form uses 1e-6).
       tolerance, max_iterations: solver settings (`tf_deepemd.emd`).
+
+    Example: 3 queries against 2 prototypes of 4 nodes with 8 channels; a
+    node set matched against itself scores the temperature.
+
+    >>> import numpy as np
+    >>> import tensorflow as tf
+    >>> import tf_deepemd
+    >>> head = tf_deepemd.DeepEMDHead()
+    >>> queries = tf.random.stateless_uniform([3, 4, 8], seed=[1, 2])
+    >>> prototypes = tf.random.stateless_uniform([2, 4, 8], seed=[3, 4])
+    >>> head(queries, prototypes).shape
+    TensorShape([3, 2])
+    >>> np.diag(head(prototypes, prototypes)).round(3)
+    array([12.5, 12.5], dtype=float32)
     """
 
     def __init__(

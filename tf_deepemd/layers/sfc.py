@@ -100,6 +100,16 @@ class SFC(keras.layers.Layer):
       gradient_mode: how the fit differentiates the head's logits:
         ``'stop_flow'`` (default; the official eval path uses OpenCV flows,
         constant) or ``'kkt'`` (through the solver).
+
+    Example: a 2-way 2-shot support set of 3 nodes with 8 channels.
+
+    >>> import tensorflow as tf
+    >>> import tf_deepemd
+    >>> support = tf.random.stateless_uniform([4, 3, 8], seed=[1, 2])
+    >>> labels = tf.constant([0, 1, 0, 1])
+    >>> sfc = tf_deepemd.SFC(steps=2)
+    >>> sfc(support, labels, head=tf_deepemd.DeepEMDHead()).shape
+    TensorShape([2, 3, 8])
     """
 
     def __init__(

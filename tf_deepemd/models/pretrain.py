@@ -21,7 +21,7 @@ class PretrainClassifier(keras.Model):
       num_classes: number of base classes (64 for mini-ImageNet).
     """
 
-    def __init__(self, backbone, num_classes, **kwargs):
+    def __init__(self, backbone: keras.layers.Layer, num_classes: int, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(backbone, keras.layers.Layer):
             raise ValueError(
