@@ -113,7 +113,7 @@ def missing_references():
                     or file.suffix not in {".md", ".py", ".gin", ".sh", ".cfg", ""}):
                 continue
             for number, line in enumerate(file.read_text(errors="replace").splitlines(), start=1):
-                for reference in referenced_files(line):
+                for reference in dict.fromkeys(referenced_files(line)):
                     places = (ROOT, file.parent, ROOT / "gin_configs")
                     if is_repository_path(reference, file) and not any(
                             (place / reference).is_file() for place in places):

@@ -19,7 +19,7 @@ from tests.export.conftest import MODEL_NAME, keras_outputs
 from tests.export.serving_protos import PredictionServiceStub, PredictRequest
 from tf_deepemd.export.signatures import EPISODE, INPUTS
 
-SERVING_PAGE = pathlib.Path(__file__).resolve().parents[2] / "docs" / "export_and_serving.md"
+SERVING_PAGE = pathlib.Path(__file__).resolve().parents[2] / "docs/export_and_serving.md"
 DOCKER_COMMAND = (
     "docker run -p 8501:8501 --mount type=bind,source=$PWD/exports/deepemd,"
     "target=/models/deepemd -e MODEL_NAME=deepemd -t tensorflow/serving"
