@@ -18,6 +18,7 @@ PACKAGE = os.path.join(REPO, "tf_deepemd")
 # nothing of the package (only Keras): everything from `data` up writes
 # files through it.
 RANKS = {
+    "version": 0,  # the version string, nothing else
     "ops": 0,
     "layers": 1,
     "backbones": 2,
