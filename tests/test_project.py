@@ -136,3 +136,14 @@ def test_the_reference_check_reads_paths_and_flags_missing_ones():
     checked = [ref for ref in found if is_repository_path(ref, readme)]
     assert checked == ["docs/method.md", "gin_configs/base/protocol.gin", "NOTES.md"]
     assert is_repository_path("base/protocol.gin", ROOT / "gin_configs" / "mini_1shot.gin")
+
+
+def test_the_package_has_one_version_and_ships_its_typing_marker():
+    import tf_deepemd
+
+    completed = subprocess.run([sys.executable, "setup.py", "--version"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.strip().splitlines()[-1] == tf_deepemd.__version__
+    assert (ROOT / "tf_deepemd" / "py.typed").is_file()
+    assert '"py.typed"' in (ROOT / "setup.py").read_text()
