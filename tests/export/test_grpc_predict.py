@@ -1,4 +1,4 @@
-"""The serving instructions (docs/export_and_serving.md): its REST body, as a gRPC PredictRequest, is answered.
+"""The serving page (docs/export_and_serving.md): its REST body, as a gRPC PredictRequest, is answered.
 
 A test-only servicer (`grpc_servicer`) executes the signature the way TF
 Serving does (session loader) on 127.0.0.1; the request is a real
