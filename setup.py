@@ -1,6 +1,7 @@
 """tf_deepemd: DeepEMD few-shot classification as TensorFlow/Keras building blocks."""
 
 import glob
+import re
 
 from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
@@ -39,7 +40,8 @@ emd_kernel = Extension(
 
 setup(
     name="tf_deepemd",
-    version="0.1.0",
+    # Read as text: importing the package would import TensorFlow.
+    version=re.search(r'__version__ = "(.+)"', open("tf_deepemd/version.py").read()).group(1),
     description=(
         "Differentiable Earth Mover's Distance (DeepEMD) for few-shot image "
         "classification in TensorFlow/Keras"
@@ -48,7 +50,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["tf_deepemd", "tf_deepemd.*"]),
-    package_data={"tf_deepemd": ["data/splits/*/*.json", "data/splits/*.json"]},
+    package_data={"tf_deepemd": ["data/splits/*/*.json", "data/splits/*.json", "py.typed"]},
     ext_modules=[emd_kernel],
     cmdclass={"build_ext": BuildTensorFlowOps},
     install_requires=[

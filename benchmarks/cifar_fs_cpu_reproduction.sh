@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CPU-scale CIFAR-FS reproduction (issue 5): DeepEMD-FCN with cross-reference
+# CPU-scale CIFAR-FS reproduction: DeepEMD-FCN with cross-reference
 # weights, DeepEMD-FCN with uniform weights, ProtoNet and cosine
 # nearest-prototype (ProtoNet also with distances scaled by 1/128), with the
 # same backbone, the same pre-training (run once, in the first model dir) and

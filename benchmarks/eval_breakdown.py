@@ -37,14 +37,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from eval_throughput import (  # noqa: E402 - after the path of this folder
-    best_weights,
-    gin_make_model,
-    run_parser,
-    run_setting,
-    start_run,
-    store,
-)
+from eval_throughput import run_parser, start_run, store  # noqa: E402 - after the path of this folder
 
 
 def parse_args(argv=None):
@@ -159,19 +152,23 @@ def graph_flops(graph):
 
 
 def episode_pipeline(shot, num_episodes):
+    """The run's test episodes, as its test stage draws them."""
     from tf_deepemd.data import make_episode_dataset
+    from tf_deepemd.training.data_source import TEST_EPISODES_SEED_OFFSET
+    from tf_deepemd.training.run_settings import run_settings
 
+    run = run_settings()
     return make_episode_dataset(
-        run_setting("dataset"),
-        run_setting("test_split"),
-        data_dir=run_setting("data_dir"),
-        way=run_setting("way"),
+        run.dataset,
+        run.test_split,
+        data_dir=run.data_dir,
+        way=run.way,
         shot=shot,
-        query=run_setting("query"),
-        image_size=run_setting("image_size"),
-        seed=run_setting("seed") + 4,  # the test pipeline's seed offset in run_experiment
+        query=run.query,
+        image_size=run.image_size,
+        seed=run.seed + TEST_EPISODES_SEED_OFFSET,
         num_episodes=num_episodes,
-        **dict(run_setting("dataset_options") or {}),
+        **dict(run.dataset_options),
     )
 
 
@@ -203,7 +200,9 @@ def breakdown(model, shot, repeats, slow_repeats, episode_batch, details):
     import tf_deepemd
 
     (support, support_labels, query), query_labels = next(iter(episode_pipeline(shot, 1)))
-    way = int(run_setting("way"))
+    from tf_deepemd.training.run_settings import run_settings
+
+    way = run_settings().way
     episode = (support, support_labels, query)
     images = tf.concat([support, query], 0)
     num_support = int(support.shape[0])
@@ -307,14 +306,13 @@ def breakdown(model, shot, repeats, slow_repeats, episode_batch, details):
 
 
 def run_breakdown(args, details):
-    make_model = gin_make_model()
-    image_size = int(run_setting("image_size"))
-    model = make_model()
-    model.build([(None, image_size, image_size, 3), (None,), (None, image_size, image_size, 3)])
-    weights = best_weights(args.model_dir)
+    from tf_deepemd import run_folder
+    from tf_deepemd.training.run_settings import restore_run_model, run_settings
+
+    weights = run_folder.trained_weights(args.model_dir)
     if weights is None:
         raise SystemExit(f"error: {args.model_dir} has no finished training stage")
-    model.load_weights(weights)
+    model, weights = restore_run_model(run_settings(args.model_dir), weights)
     details["weights"] = weights
     rows = []
     for shot in (1, 5):

@@ -13,8 +13,7 @@ In ONE process, on the run's best weights (as `tools/eval.py` picks them):
   the steady-state episodes/s the run reports (first call excluded), plus
   the wall time of the whole call (model build, weights, tracing included).
   Once per ``--episodes_per_call`` setting (gin ``run_test.episodes_per_call``;
-  ``auto``: the evaluator's choice; ``default``: no binding, for code without
-  the setting), the settings interleaved ``--reruns`` times so that the
+  ``auto``: the evaluator's choice), the settings interleaved ``--reruns`` times so that the
   machine's load hits them alike; prints each rate, the median, min and max
   over the reruns, and the ratio of each setting's median to the first's.
 * ``5shot``: the same with ``shot=5`` (SFC prototypes for the DeepEMD head);
@@ -23,9 +22,8 @@ In ONE process, on the run's best weights (as `tools/eval.py` picks them):
 Where an episode's time goes: benchmarks/eval_breakdown.py (it shares this
 script's run configuration helpers and results file).
 
-Only public entry points are used (the tools' gin parsing, `run_experiment`),
-so the script measures old and new code alike (a setting the installed
-version lacks is reported as "n/a"). TensorFlow's default thread pools
+The run is read and evaluated through the library, as the tools do (their
+gin parsing, `run_settings`, `run_experiment`). TensorFlow's default thread pools
 unless the flags say otherwise. Prints a table and merges the results under
 ``--label`` into ``--output`` (default benchmarks/results/eval_throughput.json).
 
@@ -36,7 +34,6 @@ Which code is measured is whatever ``import tf_deepemd`` finds first (e.g.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import platform
@@ -76,7 +73,7 @@ def parse_args(argv=None):
     parser.add_argument("--baseline_episodes_5shot", type=int, default=None,
                         help="5-shot episodes with episodes_per_call=1 (default --episodes_5shot)")
     parser.add_argument("--episodes_per_call", default="1,auto",
-                        help="comma-separated settings compared: ints, 'auto' or 'default'")
+                        help="comma-separated settings compared: ints or 'auto'")
     parser.add_argument("--reruns", type=int, default=3,
                         help="evaluations of each setting (rates: median, min, max)")
     parser.add_argument("--parts", default=",".join(PARTS),
@@ -89,9 +86,8 @@ def parse_args(argv=None):
     args.parts = parts
     args.episodes_per_call = [p.strip() for p in args.episodes_per_call.split(",") if p.strip()]
     if not args.episodes_per_call or any(
-            p not in ("auto", "default") and not (p.isdigit() and int(p) > 0)
-            for p in args.episodes_per_call):
-        parser.error("--episodes_per_call: comma-separated positive ints, 'auto' or 'default'")
+            p != "auto" and not (p.isdigit() and int(p) > 0) for p in args.episodes_per_call):
+        parser.error("--episodes_per_call: comma-separated positive ints or 'auto'")
     if args.reruns < 1:
         parser.error("--reruns must be >= 1")
     if not os.path.isdir(args.model_dir):
@@ -184,71 +180,26 @@ def parse_run_config(gin_files, gin_bindings):
     return resolved
 
 
-def run_setting(name):
-    """``run_experiment.<name>`` as bound by gin, else the function's default."""
-    import gin
-
-    from tf_deepemd.training.experiment import run_experiment
-
-    try:
-        return gin.query_parameter(f"run_experiment.{name}")
-    except ValueError:
-        return inspect.signature(run_experiment).parameters[name].default
-
-
-def gin_make_model():
-    """The gin-configured `make_model` the tools build their model with."""
-    from tf_deepemd.training import experiment
-
-    factory = getattr(experiment, "make_model", None)
-    if factory is None:
-        from tf_deepemd.training.model_config import make_model as factory
-    return factory
-
-
-def best_weights(model_dir):
-    from tf_deepemd.training import experiment
-
-    finder = getattr(experiment, "trained_weights", None)
-    if finder is not None:
-        return finder(model_dir)
-    for stage in ("meta_train", "pretrain"):
-        path = os.path.join(model_dir, stage, "best.weights.h5")
-        if os.path.isfile(path):
-            return path
-    return None
-
-
 # --------------------------------------------------------------------------
 # (a), (b): the test stage of tools/eval.py.
 # --------------------------------------------------------------------------
 
 def bind_episodes_per_call(setting):
-    """Binds gin ``run_test.episodes_per_call``; False when the code has no such setting."""
+    """Binds gin ``run_test.episodes_per_call`` (``'auto'``: None, the evaluator's choice)."""
     import gin
 
-    if setting == "default":
-        return True
-    try:
-        with gin.unlock_config():
-            gin.bind_parameter("run_test.episodes_per_call",
-                               None if setting == "auto" else int(setting))
-    except ValueError:  # run_test is not configurable in this version
-        return False
-    return True
+    with gin.unlock_config():
+        gin.bind_parameter("run_test.episodes_per_call", None if setting == "auto" else int(setting))
 
 
-def evaluate(model_dir, shot, episodes, setting="default", rerun=0):
+def evaluate(model_dir, shot, episodes, setting, rerun=0):
+    from tf_deepemd.training import final_evaluation
     from tf_deepemd.training.experiment import run_experiment
 
-    if not bind_episodes_per_call(setting):
-        return {"shot": shot, "episodes_per_call": setting, "episodes_per_second": None,
-                "note": "n/a: this version has no run_test.episodes_per_call"}
+    bind_episodes_per_call(setting)
     results_file = f"eval_throughput_{shot}shot_{setting}_{rerun}.json"
-    from tf_deepemd.training import test_stage
-
     # A finished test is not rerun: start each measurement from scratch.
-    progress = test_stage.progress_path(model_dir, results_file)
+    progress = final_evaluation.progress_path(model_dir, results_file)
     if os.path.isfile(progress):
         os.remove(progress)
     start = time.perf_counter()
@@ -290,15 +241,11 @@ def compare(args, shot):
     summary = {}
     for setting, entries in runs.items():
         rates = [entry["episodes_per_second"] for entry in entries]
-        if None in rates:
-            summary[setting] = {"runs": entries, "median": None}
-            continue
         summary[setting] = {"runs": entries, "median": statistics.median(rates),
                             "min": min(rates), "max": max(rates)}
     base = summary[args.episodes_per_call[0]]["median"]
     for entry in summary.values():
-        entry["ratio_to_first"] = (None if base is None or entry["median"] is None
-                                   else entry["median"] / base)
+        entry["ratio_to_first"] = entry["median"] / base
     return summary
 
 
@@ -306,9 +253,6 @@ def format_table(result):
     lines = []
     for key in ("eval_1shot", "eval_5shot"):
         for setting, summary in (result.get(key) or {}).items():
-            if summary["median"] is None:
-                lines.append(f"{key} episodes_per_call={setting}: n/a")
-                continue
             first = summary["runs"][0]
             lines.append(
                 f"{key} episodes_per_call={setting}: {summary['median']:.3f} episodes/s "

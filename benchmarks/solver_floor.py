@@ -2,7 +2,7 @@
 
     python benchmarks/solver_floor.py [--rounds 3] [--repeats 15]
 
-For four goals of issue 14 (forward on 375 and on 5 DeepEMD-style problems
+For four speed goals (forward on 375 and on 5 DeepEMD-style problems
 of 25x25, forward+backward on 50 of 9x9, and one SFC update of 12 5-shot
 episodes, 240 problems of 16x16; float32 inputs, TensorFlow's default
 threads), times in one process, interleaved over ``--rounds``:

@@ -79,7 +79,7 @@ def deepemd_problems(rng, batch, num_nodes, channels=640, num_target_nodes=None)
 
 
 def deepemd_logits(query, proto, node_weights="cross_reference", temperature=12.5):
-    """DeepEMD logits of METHOD 1.1 in NumPy, one HiGHS LP per (query, prototype) pair.
+    """DeepEMD logits of docs/method.md in NumPy, one HiGHS LP per (query, prototype) pair.
 
     Weights: relu(dot of each node with the other set's mean node) + 1e-3 on
     the raw features, rescaled to sum to the node count (or all ones);

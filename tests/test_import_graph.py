@@ -18,6 +18,7 @@ PACKAGE = os.path.join(REPO, "tf_deepemd")
 # nothing of the package (only Keras): everything from `data` up writes
 # files through it.
 RANKS = {
+    "version": 0,  # the version string, nothing else
     "ops": 0,
     "layers": 1,
     "backbones": 2,
@@ -114,6 +115,55 @@ def test_no_import_cycle_between_modules(graph):
         if module not in state:
             visit(module, [module])
     assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(cycle) for cycle in cycles)
+
+
+# What the packages used after training may load of `training`: reading a
+# run's settings and rebuilding its model, never the stages that train it.
+AFTER_TRAINING = ("export", "retrieval", "visualization")
+RUN_READERS = {
+    "tf_deepemd.training",  # its names are imported on first use
+    "tf_deepemd.training.launch",
+    "tf_deepemd.training.model_config",
+    "tf_deepemd.training.run_settings",
+    "tf_deepemd.training.settings_record",
+    "tf_deepemd.training.strategy",
+}
+
+
+def loaded_by_import(graph, module):
+    """Every package module that importing ``module`` loads: its imports, transitively,
+    each with its parent packages (whose ``__init__`` Python runs first)."""
+    def with_parents(name):
+        parts = name.split(".")
+        return {".".join(parts[:end]) for end in range(1, len(parts) + 1)} & set(graph)
+
+    loaded, pending = set(), sorted(with_parents(module))
+    while pending:
+        current = pending.pop()
+        if current in loaded:
+            continue
+        loaded.add(current)
+        for target in graph.get(current, ()):
+            pending.extend(with_parents(target) - loaded)
+    return loaded
+
+
+def test_export_retrieval_and_figures_do_not_load_the_training_stack(graph):
+    loads = {}
+    for module in graph:
+        if component(module) in AFTER_TRAINING:
+            stack = {m for m in loaded_by_import(graph, module)
+                     if component(m) == "training" and m not in RUN_READERS}
+            if stack:
+                loads[module] = sorted(stack)
+    assert not loads, f"modules that load the training stack: {loads}"
+
+
+def test_the_load_closure_sees_parents_and_transitive_imports(graph):
+    """`loaded_by_import` itself: the gin parser loads the stages, a stage loads its package."""
+    assert "tf_deepemd.training.experiment" in loaded_by_import(graph, "tf_deepemd.training.gin_config")
+    loaded = loaded_by_import(graph, "tf_deepemd.training.stage")
+    assert {"tf_deepemd", "tf_deepemd.training", "tf_deepemd.ops"} <= loaded
 
 
 def test_no_module_over_the_line_limit():

@@ -74,3 +74,76 @@ def test_a_config_without_data_dir_stops_naming_the_binding_and_the_layout(tmp_p
     assert "run_experiment.data_dir" in completed.stderr
     assert "cifar-100-python.tar.gz" in completed.stderr  # the expected layout
     assert not model_dir.exists()
+
+
+# A reference to a repository file that is not there misleads a reader: every
+# path into the repository (one that starts with a top-level folder of it, or
+# ``../``), every Markdown file named, and every file a gin config includes
+# must exist, relative to the repository, the referring file's folder or, for
+# gin includes, gin_configs/. Bare names of other files (``eval.py``, a run's
+# ``config.gin``, the official code's ``train_meta.py``) are not paths.
+REFERRING_FILES = ("README.md", "CONTRIBUTING.md", "CHANGELOG.md", "setup.py", "setup.cfg", "docs",
+                   "tf_deepemd", "tools", "benchmarks", "gin_configs", "tests", ".ci")
+FILE_REFERENCE = re.compile(r"(?<![\w/.-])((?:\.\.?/)?(?:[\w-]+/)*[\w.-]*\w\.(?:md|gin|py|sh))(?![\w/-])")
+
+
+def referenced_files(text):
+    """File paths named in ``text`` (URLs, patterns and ``revision:path`` left out)."""
+    text = re.sub(r"https?://\S+", "", text)
+    for match in FILE_REFERENCE.finditer(text):
+        if text[match.start() - 1: match.start()] not in ("{", "}", "<", ">", "*", ":"):
+            yield match.group(1)
+
+
+def is_repository_path(reference, referring_file):
+    if reference.startswith(("./", "../")):
+        return True
+    if "/" not in reference:
+        return reference.endswith(".md")
+    top_level = {path.name for path in ROOT.iterdir() if path.is_dir()}
+    return reference.split("/")[0] in top_level or referring_file.suffix == ".gin"
+
+
+def missing_references():
+    missing = []
+    for name in REFERRING_FILES:
+        base = ROOT / name
+        for file in [base] if base.is_file() else sorted(base.rglob("*")):
+            if (not file.is_file() or file == pathlib.Path(__file__).resolve()
+                    or file.suffix not in {".md", ".py", ".gin", ".sh", ".cfg", ""}):
+                continue
+            for number, line in enumerate(file.read_text(errors="replace").splitlines(), start=1):
+                for reference in dict.fromkeys(referenced_files(line)):
+                    places = (ROOT, file.parent, ROOT / "gin_configs")
+                    if is_repository_path(reference, file) and not any(
+                            (place / reference).is_file() for place in places):
+                        missing.append(f"{file.relative_to(ROOT)}:{number}: {reference}")
+    return missing
+
+
+def test_every_referenced_repository_file_exists():
+    missing = missing_references()
+    assert not missing, "references to files that are not in the repository:\n" + "\n".join(missing)
+
+
+def test_the_reference_check_reads_paths_and_flags_missing_ones():
+    found = list(referenced_files(
+        "see docs/method.md, `gin_configs/base/protocol.gin`, the official train_meta.py, "
+        "gin_configs/{mini,cub}_1shot.gin, https://github.com/x/y/README.md, "
+        "git show v1:tf_deepemd/ops/emd.py and NOTES.md."))
+    assert found == ["docs/method.md", "gin_configs/base/protocol.gin", "train_meta.py", "NOTES.md"]
+    readme = ROOT / "README.md"
+    checked = [ref for ref in found if is_repository_path(ref, readme)]
+    assert checked == ["docs/method.md", "gin_configs/base/protocol.gin", "NOTES.md"]
+    assert is_repository_path("base/protocol.gin", ROOT / "gin_configs" / "mini_1shot.gin")
+
+
+def test_the_package_has_one_version_and_ships_its_typing_marker():
+    import tf_deepemd
+
+    completed = subprocess.run([sys.executable, "setup.py", "--version"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.strip().splitlines()[-1] == tf_deepemd.__version__
+    assert (ROOT / "tf_deepemd" / "py.typed").is_file()
+    assert '"py.typed"' in (ROOT / "setup.py").read_text()

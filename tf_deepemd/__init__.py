@@ -29,8 +29,7 @@ from tf_deepemd.models.factory import make_model, make_pretrain_model
 from tf_deepemd.models.pretrain import PretrainClassifier
 from tf_deepemd.official.checkpoint import load_official_checkpoint
 from tf_deepemd import data  # noqa: E402  (a subpackage, importable as tf_deepemd.data)
-
-__version__ = "0.1.0"
+from tf_deepemd.version import __version__
 
 __all__ = [
     "DeepEMD",
@@ -39,6 +38,7 @@ __all__ = [
     "EMDResult",
     "PretrainClassifier",
     "SFC",
+    "__version__",
     "data",
     "emd",
     "kernel_available",

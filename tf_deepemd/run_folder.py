@@ -161,25 +161,25 @@ def latest_weights(model_dir):
     return None
 
 
-def new_episode_model(make_model, image_size, seed):
-    """``make_model()`` built for square RGB episodes of side ``image_size``, seeded first.
+def new_episode_model(model_factory, image_size, seed):
+    """``model_factory()`` built for square RGB episodes of side ``image_size``, seeded first.
 
     The seed fixes the initial weights, so an untrained model is at least
     reproducible and a fresh run starts from the same weights every time.
     """
     keras.utils.set_random_seed(int(seed))
-    model = make_model()
+    model = model_factory()
     image = (None, int(image_size), int(image_size), 3)
     model.build([image, (None,), image])
     return model
 
 
-def restore_model(make_model, image_size, seed, model_dir=None, weights=None):
+def restore_model(model_factory, image_size, seed, model_dir=None, weights=None):
     """The run's episode model with its weights.
 
     Args:
-      make_model: a function returning the (unbuilt) episode model, e.g.
-        the gin-bound `tf_deepemd.training.model_config.make_model`.
+      model_factory: a function returning the (unbuilt) episode model, e.g.
+        the gin-bound `tf_deepemd.training.model_config.configured_model`.
       image_size, seed: as the run built it (`new_episode_model`).
       model_dir: the run's folder, where `latest_weights` looks.
       weights: a ``.weights.h5`` file to load instead.
@@ -194,7 +194,7 @@ def restore_model(make_model, image_size, seed, model_dir=None, weights=None):
     if weights is not None and not os.path.isfile(weights):
         raise ValueError(f"No such weights file {weights!r}.")
     weights = weights or latest_weights(model_dir)
-    model = new_episode_model(make_model, image_size, seed)
+    model = new_episode_model(model_factory, image_size, seed)
     if weights is None:
         log.warning(UNTRAINED_WARNING.format(model_dir=model_dir))
     else:

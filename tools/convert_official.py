@@ -31,7 +31,7 @@ def convert(checkpoint, model_dir, output):
     """``(weights path, number of tensors loaded)``; the run's model gets ``checkpoint``."""
     from tf_deepemd import run_folder
     from tf_deepemd.official import load_official_checkpoint
-    from tf_deepemd.training.model_config import make_model
+    from tf_deepemd.training.model_config import configured_model
     from tf_deepemd.training.run_settings import run_settings
 
     run = run_settings(model_dir)
@@ -40,7 +40,7 @@ def convert(checkpoint, model_dir, output):
     output = output or os.path.join(run.model_dir, "official.weights.h5")
     if not output.endswith(".weights.h5"):
         raise ValueError(f"--output must end with .weights.h5 (Keras' weights format), got {output!r}.")
-    model = run_folder.new_episode_model(make_model, run.image_size, run.seed)
+    model = run_folder.new_episode_model(configured_model, run.image_size, run.seed)
     loaded = load_official_checkpoint(model, checkpoint)
     run_folder.save_weights_atomically(model, output)
     return output, len(loaded)

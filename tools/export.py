@@ -9,7 +9,7 @@ stage in ``--model_dir``) and writes ``<export_dir>/<version>/`` in TF
 Serving's layout (version default: one more than the highest present, or
 1). Signatures: ``serving_default`` (a whole few-shot episode of raw uint8
 pixels -> logits, probabilities, classes), ``embed`` and ``emd``; see
-README "Serving with TensorFlow Serving". Without trained weights in the
+docs/export_and_serving.md. Without trained weights in the
 model dir it exports an untrained model for a demo, with a warning.
 A configuration error is printed as one line (exit 2).
 """

@@ -7,7 +7,7 @@ import pytest
 
 from tests.data.data_fixtures import FOLDER_SPLITS, class_colour, write_image
 from tf_deepemd.data import load_split
-from tf_deepemd.data.bad_data import prepare_split
+from tf_deepemd.data.checked_split import prepare_split
 from tf_deepemd.data.preprocessing import decode_image_file
 
 

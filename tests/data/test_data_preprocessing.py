@@ -1,4 +1,4 @@
-"""Per-image transforms (METHOD.md 4.1)."""
+"""Per-image transforms (docs/method.md, "Data")."""
 
 import numpy as np
 import pytest

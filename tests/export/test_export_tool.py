@@ -47,7 +47,7 @@ def tiny_gin(tmp_path):
 def fake_finished_run(model_dir, seed):
     """A model dir whose meta_train stage finished with a best-weights file, as train.py leaves it."""
     tf.keras.utils.set_random_seed(seed)
-    model = model_config.make_model()
+    model = model_config.configured_model()
     model.build([(None, 16, 16, 3), (None,), (None, 16, 16, 3)])
     files = StageFiles(model_dir, "meta_train")
     save_weights_atomically(model, files.best_weights)

@@ -1,4 +1,4 @@
-"""The README's serving instructions: its REST body, as a gRPC PredictRequest, is answered.
+"""The serving page (docs/export_and_serving.md): its REST body, as a gRPC PredictRequest, is answered.
 
 A test-only servicer (`grpc_servicer`) executes the signature the way TF
 Serving does (session loader) on 127.0.0.1; the request is a real
@@ -19,7 +19,7 @@ from tests.export.conftest import MODEL_NAME, keras_outputs
 from tests.export.serving_protos import PredictionServiceStub, PredictRequest
 from tf_deepemd.export.signatures import EPISODE, INPUTS
 
-README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
+SERVING_PAGE = pathlib.Path(__file__).resolve().parents[2] / "docs/export_and_serving.md"
 DOCKER_COMMAND = (
     "docker run -p 8501:8501 --mount type=bind,source=$PWD/exports/deepemd,"
     "target=/models/deepemd -e MODEL_NAME=deepemd -t tensorflow/serving"
@@ -27,14 +27,11 @@ DOCKER_COMMAND = (
 
 
 def serving_section():
-    text = README.read_text()
-    start = text.index("## Serving with TensorFlow Serving")
-    following = re.search(r"^## ", text[start + 3:], re.M)
-    return text[start: start + 3 + following.start()] if following else text[start:]
+    return SERVING_PAGE.read_text()
 
 
 def readme_request():
-    """The README's REST body, checked, as ``(signature name, {input: array})``."""
+    """The serving page's REST body, checked, as ``(signature name, {input: array})``."""
     (body,) = re.findall(r"```json\n(.*?)```", serving_section(), re.S)
     body = json.loads(body)
     assert sorted(body) == ["inputs", "signature_name"]  # TF Serving's columnar format
@@ -60,7 +57,7 @@ def predict_request(signature_name, arrays, model_name=MODEL_NAME):
     return request
 
 
-def test_readme_documents_the_container_and_the_curl_request():
+def test_the_serving_page_documents_the_container_and_the_curl_request():
     section = serving_section()
     assert DOCKER_COMMAND in section
     assert "curl -s -X POST -d @request.json http://localhost:8501/v1/models/deepemd:predict" in section

@@ -197,6 +197,28 @@ def test_fits_with_the_matching_settings_of_its_head(rng):
     assert np.abs(other - expected).max() > 1e-4
 
 
+class OwnHead(keras.layers.Layer):
+    """A user's head, not a DeepEMDHead: the contract SFC relies on is `matching_options()`."""
+
+    def matching_options(self):
+        return dict(node_weights="uniform", temperature=5.0, tolerance=1e-9)
+
+    def call(self, query_nodes, proto_nodes):
+        return matching.deepemd_match(query_nodes, proto_nodes, **self.matching_options()).logits
+
+
+def test_a_users_own_head_gets_the_prototypes_of_its_matching_options(rng):
+    support, labels, query, query_labels = toy_episode(rng, way=3, shot=3)
+    sfc = tf_deepemd.SFC(steps=5, learning_rate=3.0, seed=2)
+    same_options = tf_deepemd.DeepEMDHead(node_weights="uniform", temperature=5.0, tolerance=1e-9)
+    own = sfc(support, labels, head=OwnHead())
+    np.testing.assert_allclose(own, sfc(support, labels, head=same_options), rtol=1e-5, atol=1e-6)
+    assert np.abs(own - sfc(support, labels, head=tf_deepemd.DeepEMDHead())).max() > 1e-4
+    # The fitted prototypes classify the queries through the user's head.
+    predictions = np.argmax(OwnHead()(query, own), axis=1)
+    assert np.mean(predictions == query_labels) > 0.9
+
+
 def test_one_shot_keeps_the_support_nodes_with_their_gradient(rng):
     support, labels, _, _ = toy_episode(rng, way=3, shot=1)
     x = tf.constant(support)

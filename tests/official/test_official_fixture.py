@@ -63,7 +63,7 @@ def test_logits_match_the_official_model(official, features, pyramid):
 
 
 def test_the_torch_reference_reproduces_the_official_logits(official):
-    """The yardstick of test_parity, written from METHOD.md, agrees with the official code."""
+    """The yardstick of test_parity, written from the specification, agrees with the official code."""
     torch = pytest.importorskip("torch")
     from tests.official import torch_reference
 

@@ -1,4 +1,4 @@
-"""The official DeepEMD model re-expressed in PyTorch from ../shared/METHOD.md (sections 1-3, 11).
+"""The official DeepEMD model re-expressed in PyTorch from its specification (docs/method.md).
 
 Written from the specification, not from tf_deepemd, as the yardstick of
 `tf_deepemd.load_official_checkpoint`: a ResNet-12 whose modules have the
@@ -23,7 +23,7 @@ TEMPERATURE = 12.5
 
 class BasicBlock(nn.Module):
     """3 x (conv3x3 no bias -> BN), LeakyReLU(0.1) after BN1 and BN2, conv1x1 + BN shortcut,
-    add, LeakyReLU(0.1), 2x2 max-pool (METHOD 2)."""
+    add, LeakyReLU(0.1), 2x2 max-pool (docs/method.md, "Backbone")."""
 
     def __init__(self, in_channels, channels):
         super().__init__()
@@ -99,13 +99,13 @@ def randomise(network, generator):
 
 def fcn_nodes(feature_map, feature_pyramid=()):
     """``[B, C, h, w]`` -> nodes ``[B, C, K]``: each pyramid level (adaptive average pool to
-    s x s), then ALWAYS the map itself (METHOD 3.1)."""
+    s x s), then ALWAYS the map itself (docs/method.md, "Region encoders")."""
     levels = [F.adaptive_avg_pool2d(feature_map, s).flatten(2) for s in feature_pyramid]
     return torch.cat(levels + [feature_map.flatten(2)], dim=2)
 
 
 def deepemd_logits(query_nodes, support_nodes, temperature=TEMPERATURE):
-    """1-shot DeepEMD logits ``[Q, way]`` of METHOD 1.1 from nodes ``[Q, C, N]``, ``[way, C, M]``."""
+    """1-shot DeepEMD logits ``[Q, way]`` of docs/method.md from nodes ``[Q, C, N]``, ``[way, C, M]``."""
     num_nodes = query_nodes.shape[-1]
     # Cross-reference weights on the raw features: a node's dot product with the other
     # image's mean node, relu + 1e-3.

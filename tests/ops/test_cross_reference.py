@@ -9,6 +9,7 @@ from tf_deepemd.ops.cross_reference import (
     normalize_mass,
     uniform_weights,
 )
+from tf_deepemd.ops.matching import deepemd_match
 
 
 def np_weights(u, v, floor):
@@ -70,8 +71,10 @@ def test_uniform_weights_shapes_and_values(rng):
     np.testing.assert_array_equal(normalize_mass(source).numpy(), 1.0)
 
 
-def test_bad_inputs_name_the_argument():
+@pytest.mark.parametrize("node_weights", ["cross_reference", "uniform"])
+def test_bad_inputs_name_the_argument_at_the_boundary(node_weights):
+    """The weights are a step of `deepemd_match`, which checks its node sets."""
     with pytest.raises(ValueError, match="proto_nodes"):
-        cross_reference_weights(tf.zeros([2, 3, 4]), tf.zeros([2, 3, 6]))
+        deepemd_match(tf.zeros([2, 3, 4]), tf.zeros([2, 3, 6]), node_weights=node_weights)
     with pytest.raises(ValueError, match="proto_nodes"):
-        uniform_weights(tf.zeros([2, 3, 4]), tf.zeros([3, 4]))
+        deepemd_match(tf.zeros([2, 3, 4]), tf.zeros([3, 4]), node_weights=node_weights)

@@ -1,9 +1,14 @@
 """center_nodes / cosine_similarity_map / pairwise_squared_distance vs NumPy."""
 
+import collections
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from tf_deepemd.ops import checks
+from tf_deepemd.ops.matching import deepemd_match
 from tf_deepemd.ops.similarity import (
     center_nodes,
     cosine_similarity_map,
@@ -73,13 +78,33 @@ def test_cosine_eps_makes_zero_nodes_similarity_zero_not_nan(rng):
     np.testing.assert_allclose(cosine_similarity_map(tiny, tiny).numpy(), 1.0, atol=1e-6)
 
 
-def test_cosine_map_bad_inputs_name_the_argument():
+def test_bad_node_sets_name_the_argument_at_the_boundary():
+    """The similarity is a step of `deepemd_match`, which checks its node sets."""
     with pytest.raises(ValueError, match="proto_nodes"):
-        cosine_similarity_map(tf.zeros([2, 3, 4]), tf.zeros([2, 3, 5]))
+        deepemd_match(tf.zeros([2, 3, 4]), tf.zeros([2, 3, 5]))
     with pytest.raises(ValueError, match="query_nodes"):
-        cosine_similarity_map(tf.zeros([3, 4]), tf.zeros([2, 3, 4]))
+        deepemd_match(tf.zeros([3, 4]), tf.zeros([2, 3, 4]))
     with pytest.raises(ValueError, match="query_nodes"):
-        cosine_similarity_map(tf.zeros([2, 3, 4], tf.int32), tf.zeros([2, 3, 4]))
+        deepemd_match(tf.zeros([2, 3, 4], tf.int32), tf.zeros([2, 3, 4]))
+
+
+def test_one_match_checks_each_node_set_once():
+    """`deepemd_match` is the boundary: its steps do not re-enter tf_deepemd/ops/checks.py."""
+    calls = collections.Counter()
+
+    def count(frame, event, _):
+        if event == "call" and frame.f_code.co_filename == checks.__file__:
+            calls[frame.f_code.co_name] += 1
+
+    query, protos = tf.ones([3, 4, 6]), tf.ones([2, 5, 6])
+    sys.setprofile(count)
+    try:
+        deepemd_match(query, protos)
+    finally:
+        sys.setprofile(None)
+    assert calls["check_node_sets"] == 1
+    assert calls["check_nodes"] == 2  # query_nodes, proto_nodes
+    assert calls["check_same_channels"] == 1
 
 
 def test_cosine_map_gradient_matches_finite_differences(rng):
@@ -102,5 +127,3 @@ def test_pairwise_squared_distance_matches_numpy(rng):
     np.testing.assert_allclose(d, expected, rtol=1e-10, atol=1e-9)
     # Identical rows: exactly zero, never negative from cancellation.
     assert pairwise_squared_distance(x, x).numpy().min() >= 0.0
-    with pytest.raises(ValueError, match="Channel mismatch"):
-        pairwise_squared_distance(x, y[:, :5])

@@ -74,7 +74,7 @@ def test_benchmark_configs_bind_the_official_protocol(name):
     assert (q("make_optimizer.momentum"), q("make_optimizer.nesterov"), q("make_optimizer.weight_decay")) == (
         0.9, True, 5e-4)
     # The official model: DeepEMD-FCN, constant-flow training, SFC (lr 100, 100 epochs of 4).
-    model = model_config.make_model()
+    model = model_config.configured_model()
     head, sfc = model.head, model.prototypes
     assert isinstance(head, DeepEMDHead) and isinstance(sfc, SFC)
     assert (head.node_weights, head.gradient_mode, head.temperature) == (
@@ -99,7 +99,7 @@ def test_benchmark_configs_bind_the_official_protocol(name):
 )
 def test_one_binding_switches_the_method(binding, check):
     parse("mini_1shot.gin", binding)
-    model = model_config.make_model()  # constructs layers only; no weights are built
+    model = model_config.configured_model()  # constructs layers only; no weights are built
     assert check(model)
 
 

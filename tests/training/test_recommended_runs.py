@@ -99,7 +99,7 @@ def test_every_epoch_is_validated_on_its_episodes_with_its_kept_weights(uninterr
         "pretrain": pretrain.build_data(pretrain.PretrainSettings(), source).val_episodes,
         "meta_train": meta_train.build_data(meta_train.MetaTrainSettings(), source, 5, 1).val_episodes,
     }
-    model = run_folder.new_episode_model(model_config.make_model, 16, 1)
+    model = run_folder.new_episode_model(model_config.configured_model, 16, 1)
     evaluator = EpisodeEvaluator(model)
     for stage in STAGES:
         files = run_folder.StageFiles(model_dir, stage)

@@ -16,7 +16,7 @@ import pytest
 
 from tf_deepemd.encoders import FCNEncoder, SamplingEncoder
 from tf_deepemd.training import model_config
-from tf_deepemd.training.data_source import DataSource, ValidationEpisodes
+from tf_deepemd.training.data_source import META_TRAIN_VALIDATION_SEED_OFFSET, DataSource, ValidationEpisodes
 from tf_deepemd.training.gin_config import parse_config
 from tf_deepemd.training.meta_train import MetaTrainSettings
 from tf_deepemd.training.optimizers import CosineDecay, StepDecay, epoch_schedule
@@ -95,7 +95,8 @@ def demo_dir(tmp_path_factory):
 
 def images_by_epoch(demo_dir, seed, new_each_epoch, epochs=3):
     source = DataSource("demo", demo_dir, image_size=16, options={"images_per_class": 20}, seed=seed)
-    episodes = ValidationEpisodes(source, 5, 1, 3, num_episodes=2, seed_offset=3,
+    episodes = ValidationEpisodes(source, 5, 1, 3, num_episodes=2,
+                                  seed_offset=META_TRAIN_VALIDATION_SEED_OFFSET,
                                   new_each_epoch=new_each_epoch)
     return [np.stack([inputs[0].numpy() for inputs, _ in episodes(epoch)]) for epoch in range(epochs)]
 
@@ -125,11 +126,11 @@ def test_test_scoped_binding_changes_only_the_test_model():
                 "SamplingEncoder.num_patches = 2"]
     parse_config(gin_bindings=sampling)
     assert not model_config.binds_test_model()
-    assert model_config.make_test_model().encoder.num_patches == 2
+    assert model_config.configured_test_model().encoder.num_patches == 2
     gin.clear_config()
     parse_config(gin_bindings=sampling + ["test/SamplingEncoder.num_patches = 25"])
     assert model_config.binds_test_model()
-    train_model, test_model = model_config.make_model(), model_config.make_test_model()
+    train_model, test_model = model_config.configured_model(), model_config.configured_test_model()
     assert isinstance(test_model.encoder, SamplingEncoder)
     assert (train_model.encoder.num_patches, test_model.encoder.num_patches) == (2, 25)
 
@@ -155,7 +156,7 @@ def test_pyramid_config_is_its_benchmark_plus_the_pyramid(name):
     assert changed == {"FCNEncoder.feature_pyramid": "(2, 1)",
                        "run_experiment.model_dir": repr(f"runs/{name[:-4]}")}
     assert set(base) <= set(pyramid)
-    encoder = model_config.make_model().encoder
+    encoder = model_config.configured_model().encoder
     assert isinstance(encoder, FCNEncoder) and encoder.feature_pyramid == (2, 1)
     # ResNet-12 at 84 px: 5x5 map, levels 2x2 and 1x1 first, the 5x5 map last.
     assert encoder.compute_output_shape((None, 84, 84, 3)) == (None, 4 + 1 + 25, 640)

@@ -14,7 +14,7 @@ class DropBlock2D(keras.layers.Layer):
     dropout). Identity at inference.
 
     The official DeepEMD ResNet-12 stores DropBlock arguments but never
-    applies them (METHOD 2), so it is off by default everywhere here.
+    applies them (docs/method.md, "Backbone"), so it is off by default everywhere here.
 
     Args:
       rate: fraction of units to drop, in ``[0, 1)``.

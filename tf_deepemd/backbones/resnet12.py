@@ -1,4 +1,4 @@
-"""ResNet-12 of DeepEMD (official `resnet.py`, METHOD 2), NHWC."""
+"""ResNet-12 of DeepEMD (official `resnet.py`, docs/method.md, "Backbone"), NHWC."""
 
 import keras
 import tensorflow as tf

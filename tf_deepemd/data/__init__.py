@@ -15,7 +15,7 @@ Entry points:
 How it is organised (one concept per module): `sampling` (which classes and
 images form each episode, NumPy), one reader per on-disk format
 (`mini_imagenet`, `folder`, `cub`, `cifar`, `demo`) returning an
-`ImageSplit`, `registry` (name -> reader), `bad_data` (small classes,
+`ImageSplit`, `registry` (name -> reader), `checked_split` (small classes,
 unreadable files), `preprocessing` (decode, augment, normalise), `reader`
 (indices -> preprocessed batches) and the two pipelines `episodes` and
 `pretraining`.

@@ -21,7 +21,7 @@ from typing import Optional
 import gin
 import tensorflow as tf
 
-from tf_deepemd.data.bad_data import prepare_split
+from tf_deepemd.data.checked_split import prepare_split
 from tf_deepemd.data.image_split import ImageSplit
 from tf_deepemd.data.reader import pipeline_options, preprocessed_batches
 from tf_deepemd.data.sampling import MAX_SEED, EpisodeShape, check_integer, sample_episodes
@@ -84,6 +84,16 @@ def make_episode_dataset(
         classes (before reading the data when the split is known), or a small
         class with ``on_small_class="error"``.
       FileNotFoundError: missing data; the message names the expected layout.
+
+    Example: the generated ``demo`` dataset needs no download (it is
+    generated once and cached; ``images_per_class=20`` keeps it small).
+
+    >>> from tf_deepemd.data import make_episode_dataset
+    >>> episodes = make_episode_dataset("demo", "test", way=5, shot=1, query=2,
+    ...                                 image_size=32, images_per_class=20)
+    >>> (support, support_labels, queries), query_labels = next(iter(episodes))
+    >>> support.shape, queries.shape, support_labels.numpy()
+    (TensorShape([5, 32, 32, 3]), TensorShape([10, 32, 32, 3]), array([0, 1, 2, 3, 4], dtype=int32))
     """
     shape = EpisodeShape(way, shot, query)
     check_integer("image_size", image_size, minimum=1)

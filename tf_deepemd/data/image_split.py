@@ -17,12 +17,12 @@ import numpy as np
 Normalization = tuple[tuple[float, float, float], tuple[float, float, float]]
 
 #: The CIFAR-10 statistics the official DeepEMD loaders (via FEAT/MTL) use for
-#: miniImageNet, tieredImageNet, CUB and FC100 (METHOD.md 4.1).
+#: miniImageNet, tieredImageNet, CUB and FC100 (docs/method.md, "Data").
 FEAT_NORMALIZATION: Normalization = (
     (125.3 / 255.0, 123.0 / 255.0, 113.9 / 255.0),
     (63.0 / 255.0, 62.1 / 255.0, 66.7 / 255.0),
 )
-#: The constants of the official CIFAR-FS FCN/Grid loaders (METHOD.md 4.1).
+#: The constants of the official CIFAR-FS FCN/Grid loaders (docs/method.md, "Data").
 CIFAR_FS_NORMALIZATION: Normalization = (
     (0.5071, 0.4866, 0.4409),
     (0.2009, 0.1984, 0.2023),

@@ -1,4 +1,4 @@
-"""Decoding, augmentation and normalisation of single images (METHOD.md 4.1).
+"""Decoding, augmentation and normalisation of single images (docs/method.md, "Data").
 
 * training: random resized crop with torchvision's defaults (area scale
   (0.08, 1), aspect ratio (3/4, 4/3), 10 attempts then a centre-crop
@@ -185,7 +185,7 @@ def preprocess_image(
     normalization: Normalization,
     seed: tf.Tensor | None = None,
 ) -> tf.Tensor:
-    """Full per-image transform (METHOD.md 4.1).
+    """Full per-image transform (docs/method.md, "Data").
 
     Args:
       image: uint8 ``[H, W, 3]``.

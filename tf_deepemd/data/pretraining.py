@@ -1,6 +1,6 @@
 """Pre-training pipeline: shuffled, augmented batches over all classes of a split.
 
-The pre-training stage of DeepEMD (METHOD.md 6.1) trains the backbone as a
+The pre-training stage of DeepEMD (docs/method.md, "Protocol") trains the backbone as a
 plain ``num_classes``-way classifier on the base classes. Here each epoch
 visits every image once in an order given by a stateless shuffle keyed by
 ``(seed, epoch)``, and the augmentation of the image at stream position
@@ -16,7 +16,7 @@ from typing import Optional
 import gin
 import tensorflow as tf
 
-from tf_deepemd.data.bad_data import prepare_split
+from tf_deepemd.data.checked_split import prepare_split
 from tf_deepemd.data.reader import pipeline_options, preprocessed_batches
 from tf_deepemd.data.sampling import MAX_SEED, check_integer
 

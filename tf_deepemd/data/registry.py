@@ -56,12 +56,23 @@ def register_dataset(info: DatasetInfo, overwrite: bool = False) -> None:
 
 
 def list_datasets() -> tuple[str, ...]:
-    """Names of the registered datasets, sorted."""
+    """Names of the registered datasets, sorted.
+
+    >>> from tf_deepemd.data import list_datasets
+    >>> list_datasets()
+    ('cifar_fs', 'cub', 'demo', 'fc100', 'image_folder', 'mini_imagenet', 'tiered_imagenet')
+    """
     return tuple(sorted(_REGISTRY))
 
 
 def dataset_info(name: str) -> DatasetInfo:
-    """The `DatasetInfo` of `name`; ValueError listing the known names if unknown."""
+    """The `DatasetInfo` of `name`; ValueError listing the known names if unknown.
+
+    >>> from tf_deepemd.data import dataset_info
+    >>> info = dataset_info("cifar_fs")
+    >>> info.splits, info.num_classes["test"]
+    (('train', 'val', 'test'), 20)
+    """
     if name not in _REGISTRY:
         raise ValueError(f"Unknown dataset `name` {name!r}; known datasets: {', '.join(list_datasets())}.")
     return _REGISTRY[name]

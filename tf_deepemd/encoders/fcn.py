@@ -9,7 +9,7 @@ from tf_deepemd.ops.adaptive_pool import adaptive_avg_pool2d
 
 @keras.saving.register_keras_serializable(package="tf_deepemd")
 class FCNEncoder(RegionEncoder):
-    """Nodes = positions of the dense feature map (METHOD 3.1).
+    """Nodes = positions of the dense feature map (docs/method.md, "Region encoders").
 
     The ``h x w`` map is flattened row-major into ``h * w`` nodes. With a
     ``feature_pyramid`` ``(s1, s2, ...)``, the map is also adaptive-average

@@ -1,4 +1,4 @@
-"""Grid region encoder: an image pyramid of enlarged grid cells (METHOD 3.2)."""
+"""Grid region encoder: an image pyramid of enlarged grid cells (docs/method.md, "Region encoders")."""
 
 import keras
 import tensorflow as tf

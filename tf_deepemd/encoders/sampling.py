@@ -1,4 +1,4 @@
-"""Sampling region encoder: random resized crops as nodes (METHOD 3.3)."""
+"""Sampling region encoder: random resized crops as nodes (docs/method.md, "Region encoders")."""
 
 import keras
 import tensorflow as tf

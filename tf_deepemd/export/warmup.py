@@ -1,10 +1,9 @@
 """TF Serving's warmup file: requests it runs once when it loads a version.
 
 The first request to a freshly loaded model pays for graph initialisation
-(Grappler, kernel instantiation of the solver and SFC loops): measured by
-``benchmarks/export_serving_latency.py`` on 2 CPU cores for the quickstart
-model (ResNet-12-small, 32 px), 1.7-5.0 s for the first 5-way 1-shot
-request against 26-35 ms for the next ones. TF Serving replays the records of
+(Grappler, kernel instantiation of the solver and SFC loops), seconds where
+later requests take milliseconds (``benchmarks/export_serving_latency.py``
+measures both). TF Serving replays the records of
 ``<version>/assets.extra/tf_serving_warmup_requests`` before it marks the
 version available, so clients never see that latency.
 

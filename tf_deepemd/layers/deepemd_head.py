@@ -3,12 +3,11 @@
 import keras
 
 from tf_deepemd.ops import matching
-from tf_deepemd.ops.checks import check_node_sets
 
 
 @keras.saving.register_keras_serializable(package="tf_deepemd")
 class DeepEMDHead(keras.layers.Layer):
-    """DeepEMD logits (METHOD 1.1): EMD flows between node sets, scored by similarity.
+    """DeepEMD logits (docs/method.md): EMD flows between node sets, scored by similarity.
 
     ``call(query_nodes [Q, N, C], proto_nodes [W, M, C]) -> logits [Q, W]``
     with ``logits[q, w] = (temperature / N) * sum_ab S[q, w] * flow[q, w]``,
@@ -36,6 +35,20 @@ class DeepEMDHead(keras.layers.Layer):
       implementation: the solver, 'auto' (default), 'kernel' or 'tf_ops'
         (`tf_deepemd.emd`); SFC fitting prototypes for this head uses it too.
       tolerance, max_iterations: settings of the 'tf_ops' solver.
+
+    Example: 3 queries against 2 prototypes of 4 nodes with 8 channels; a
+    node set matched against itself scores the temperature.
+
+    >>> import numpy as np
+    >>> import tensorflow as tf
+    >>> import tf_deepemd
+    >>> head = tf_deepemd.DeepEMDHead()
+    >>> queries = tf.random.stateless_uniform([3, 4, 8], seed=[1, 2])
+    >>> prototypes = tf.random.stateless_uniform([2, 4, 8], seed=[3, 4])
+    >>> head(queries, prototypes).shape
+    TensorShape([3, 2])
+    >>> np.diag(head(prototypes, prototypes)).round(3)
+    array([12.5, 12.5], dtype=float32)
     """
 
     def __init__(
@@ -61,7 +74,7 @@ class DeepEMDHead(keras.layers.Layer):
         self.l2_strength = float(l2_strength)
         self.tolerance = None if tolerance is None else float(tolerance)
         self.max_iterations = int(max_iterations)
-        # XLA on CPU is 10-100x slower for the solver's batched Cholesky (STACK.md).
+        # XLA makes the solver's batched Cholesky slower on CPU (docs/performance.md, "XLA").
         self.supports_jit = False
 
     def matching_options(self):
@@ -89,7 +102,7 @@ class DeepEMDHead(keras.layers.Layer):
           [Q, W, N, M]``, ``source_weights [Q, W, N]`` (query nodes, sum N)
           and ``target_weights [Q, W, M]`` (prototype nodes, sum M).
         """
-        query_nodes, proto_nodes = check_node_sets(query_nodes, proto_nodes)
+        # `deepemd_match` checks the node sets (once).
         return matching.deepemd_match(
             query_nodes, proto_nodes, **self.matching_options()
         )._asdict()

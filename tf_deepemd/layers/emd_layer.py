@@ -32,6 +32,33 @@ class EMDLayer(keras.layers.Layer):
         the layer is traced or exported).
       validate_args: check at run time for non-finite costs and negative or
         non-finite weights.
+
+    Example: two problems of 2 x 2 nodes; the flow avoids the costly cells.
+
+    >>> import tensorflow as tf
+    >>> import tf_deepemd
+    >>> layer = tf_deepemd.EMDLayer()
+    >>> cost = tf.constant([[[0.0, 1.0], [1.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]]])
+    >>> flow = layer(cost, tf.ones([2, 2]), tf.ones([2, 2]))
+    >>> flow.numpy().round(3)
+    array([[[1., 0.],
+            [0., 1.]],
+    <BLANKLINE>
+           [[0., 1.],
+            [1., 0.]]], dtype=float32)
+
+    In a Keras model, as any layer (here the cost is a learned function of
+    the inputs and the model outputs the transport cost):
+
+    >>> import keras
+    >>> nodes = keras.Input((4, 3))
+    >>> cost = keras.layers.Dense(4)(nodes)                     # [batch, 4, 4]
+    >>> mass = keras.layers.Lambda(lambda x: tf.ones_like(x[..., 0]))(nodes)
+    >>> flow = tf_deepemd.EMDLayer()(cost, mass, mass)
+    >>> model = keras.Model(nodes, keras.layers.Lambda(
+    ...     lambda t: tf.reduce_sum(t[0] * t[1], axis=[1, 2]))([cost, flow]))
+    >>> model(tf.ones([2, 4, 3])).shape
+    TensorShape([2])
     """
 
     def __init__(self, l2_strength=0.0, tolerance=None, max_iterations=100,
@@ -51,7 +78,7 @@ class EMDLayer(keras.layers.Layer):
             raise ValueError(f"num_shards must be >= 1, got {num_shards}.")
         self.num_shards = None if num_shards is None else int(num_shards)
         self.validate_args = bool(validate_args)
-        # XLA on CPU is 10-100x slower for the batched Cholesky (STACK.md).
+        # XLA compiles the batched Cholesky into slower CPU code (docs/performance.md, "XLA").
         self.supports_jit = False
 
     def call(self, cost, source_weights, target_weights):

@@ -1,4 +1,4 @@
-"""`SFC`: the structured fully-connected layer of k-shot DeepEMD (METHOD 5)."""
+"""`SFC`: the structured fully-connected layer of k-shot DeepEMD (docs/method.md, "SFC")."""
 
 import functools
 
@@ -80,6 +80,17 @@ class SFC(keras.layers.Layer):
     ``seed``: optional int scalar tensor mixed with the layer's ``seed`` to
     vary the batch order per call (shared by the episodes of a batch).
 
+    What ``head`` must provide (any layer, e.g. your own head, not only
+    `DeepEMDHead`): a method ``matching_options()`` returning a dict of
+    keyword arguments of `tf_deepemd.ops.deepemd_match` (``node_weights``,
+    ``temperature``, ``l2_strength``, ``tolerance``, ``max_iterations``;
+    ``gradient_mode`` is replaced by this layer's), with hashable values:
+    SFC compiles one fit per distinct set of options. SFC never calls the
+    head; it fits the prototypes to ``deepemd_match`` logits under those
+    options, so a head should score queries the same way for the fit to
+    serve it. A head without ``matching_options`` is refused with a
+    ValueError naming ``head``. See docs/method.md, "SFC".
+
     Args:
       steps: epochs over the support set (official ``-sfc_update_step`` 100).
       learning_rate: SGD learning rate (100 in the official eval.py, 0.1 in
@@ -90,6 +101,16 @@ class SFC(keras.layers.Layer):
       gradient_mode: how the fit differentiates the head's logits:
         ``'stop_flow'`` (default; the official eval path uses OpenCV flows,
         constant) or ``'kkt'`` (through the solver).
+
+    Example: a 2-way 2-shot support set of 3 nodes with 8 channels.
+
+    >>> import tensorflow as tf
+    >>> import tf_deepemd
+    >>> support = tf.random.stateless_uniform([4, 3, 8], seed=[1, 2])
+    >>> labels = tf.constant([0, 1, 0, 1])
+    >>> sfc = tf_deepemd.SFC(steps=2)
+    >>> sfc(support, labels, head=tf_deepemd.DeepEMDHead()).shape
+    TensorShape([2, 3, 8])
     """
 
     def __init__(
@@ -122,7 +143,7 @@ class SFC(keras.layers.Layer):
         self.dampening = float(dampening)
         self.seed = int(seed)
         self.gradient_mode = check_choice("gradient_mode", gradient_mode, matching.GRADIENT_MODES)
-        # The loop calls the solver (XLA is slow for it on CPU, STACK.md).
+        # The loop calls the solver (XLA is slow for it on CPU, docs/performance.md, "XLA").
         self.supports_jit = False
 
     def _sfc_options(self):

@@ -1,5 +1,7 @@
 """`DeepEMD`: a few-shot episode classifier (region encoder + prototypes + matching head)."""
 
+from typing import Optional
+
 import keras
 import tensorflow as tf
 
@@ -124,9 +126,24 @@ class DeepEMD(keras.Model):
       head: the matching head layer.
       prototypes: the prototype layer; None = `ClassMeanPrototypes()`.
       way: fixed number of classes, or None to infer it per episode.
+
+    Example: a 5-way 1-shot episode with 2 queries per class, 32 x 32 images
+    and the small Conv-4 backbone.
+
+    >>> import tensorflow as tf
+    >>> import tf_deepemd
+    >>> from tf_deepemd.encoders import FCNEncoder
+    >>> from tf_deepemd.backbones import Conv4
+    >>> model = tf_deepemd.DeepEMD(FCNEncoder(Conv4()), tf_deepemd.DeepEMDHead())
+    >>> support = tf.random.stateless_uniform([5, 32, 32, 3], seed=[1, 2])
+    >>> queries = tf.random.stateless_uniform([10, 32, 32, 3], seed=[3, 4])
+    >>> model((support, tf.range(5), queries)).shape
+    TensorShape([10, 5])
     """
 
-    def __init__(self, encoder, head, prototypes=None, way=None, **kwargs):
+    def __init__(self, encoder: keras.layers.Layer, head: keras.layers.Layer,
+                 prototypes: Optional[keras.layers.Layer] = None, way: Optional[int] = None,
+                 **kwargs):
         super().__init__(**kwargs)
         prototypes = ClassMeanPrototypes() if prototypes is None else prototypes
         for name, layer in (("encoder", encoder), ("head", head), ("prototypes", prototypes)):
@@ -138,7 +155,7 @@ class DeepEMD(keras.Model):
         self.head = head
         self.prototypes = prototypes
         self.way = None if way is None else int(way)
-        # The solver's layers opt out of XLA (slow for it on CPU, STACK.md).
+        # The solver's layers opt out of XLA (slow for it on CPU, docs/performance.md, "XLA").
         self.supports_jit = all(
             layer.supports_jit for layer in (self.encoder, self.head, self.prototypes)
         )

@@ -1,5 +1,9 @@
 """The models by name: `make_model` (a `DeepEMD` episode model), `make_pretrain_model`."""
 
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Optional, Union
+
 import keras
 
 from tf_deepemd.backbones.registry import make_backbone
@@ -14,6 +18,11 @@ from tf_deepemd.models.pretrain import PretrainClassifier
 ENCODERS = {"fcn": FCNEncoder, "grid": GridEncoder, "sampling": SamplingEncoder}
 HEADS = {"deepemd": DeepEMDHead, "protonet": ProtoNetHead, "cosine": CosineHead}
 PROTOTYPES = {"sfc": SFC, "mean": ClassMeanPrototypes}
+
+#: A layer given by name (a key of the tables above) or as a layer.
+LayerChoice = Union[str, keras.layers.Layer]
+#: ``(layer_class, *args, **options) -> layer``.
+LayerBuilder = Callable[..., keras.layers.Layer]
 
 
 def _construct(layer_class, *args, **options):
@@ -42,8 +51,9 @@ def _backbone(backbone, backbone_options):
     return make_backbone(backbone, **(backbone_options or {}))
 
 
-def make_encoder(encoder="fcn", backbone="resnet12", *, backbone_options=None,
-                 build_layer=_construct, **encoder_options):
+def make_encoder(encoder: LayerChoice = "fcn", backbone: LayerChoice = "resnet12", *,
+                 backbone_options: Optional[Mapping[str, Any]] = None,
+                 build_layer: LayerBuilder = _construct, **encoder_options: Any) -> keras.layers.Layer:
     """A region encoder by name.
 
     Args:
@@ -63,17 +73,17 @@ def make_encoder(encoder="fcn", backbone="resnet12", *, backbone_options=None,
 
 
 def make_model(
-    backbone="resnet12",
-    encoder="fcn",
-    head="deepemd",
-    prototypes=None,
+    backbone: LayerChoice = "resnet12",
+    encoder: LayerChoice = "fcn",
+    head: LayerChoice = "deepemd",
+    prototypes: Optional[LayerChoice] = None,
     *,
-    way=None,
-    backbone_options=None,
-    encoder_options=None,
-    build_layer=_construct,
-    **head_options,
-):
+    way: Optional[int] = None,
+    backbone_options: Optional[Mapping[str, Any]] = None,
+    encoder_options: Optional[Mapping[str, Any]] = None,
+    build_layer: LayerBuilder = _construct,
+    **head_options: Any,
+) -> DeepEMD:
     """A `DeepEMD` episode model from names or layers.
 
     Args:
@@ -95,6 +105,15 @@ def make_model(
         such as ``SFC.learning_rate = 100.0`` apply.
       **head_options: constructor arguments of a head given by name, e.g.
         ``node_weights='uniform'``, ``gradient_mode='kkt'``, ``temperature``.
+
+    Example:
+
+    >>> import tf_deepemd
+    >>> model = tf_deepemd.make_model("conv4", "grid", "deepemd", node_weights="uniform")
+    >>> type(model.encoder).__name__, model.head.node_weights, type(model.prototypes).__name__
+    ('GridEncoder', 'uniform', 'SFC')
+    >>> type(tf_deepemd.make_model("conv4", head="protonet").prototypes).__name__
+    'ClassMeanPrototypes'
     """
     if not isinstance(encoder, keras.layers.Layer):
         encoder = make_encoder(encoder, backbone, backbone_options=backbone_options,
@@ -106,6 +125,7 @@ def make_model(
     return DeepEMD(encoder, head, prototypes, way=way)
 
 
-def make_pretrain_model(backbone="resnet12", num_classes=64, *, backbone_options=None):
+def make_pretrain_model(backbone: LayerChoice = "resnet12", num_classes: int = 64, *,
+                        backbone_options: Optional[Mapping[str, Any]] = None) -> PretrainClassifier:
     """A `PretrainClassifier`; pass ``model.backbone`` to share a DeepEMD model's."""
     return PretrainClassifier(_backbone(backbone, backbone_options), num_classes)

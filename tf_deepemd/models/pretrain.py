@@ -7,7 +7,7 @@ from tf_deepemd.ops.checks import check_images
 
 @keras.saving.register_keras_serializable(package="tf_deepemd")
 class PretrainClassifier(keras.Model):
-    """Standard classifier over the base classes (METHOD 6.1).
+    """Standard classifier over the base classes (docs/method.md, "Protocol").
 
     ``call(images [B, H, W, 3]) -> logits [B, num_classes]``: the backbone's
     feature map, global average pooling, one Dense layer with bias (the
@@ -21,7 +21,7 @@ class PretrainClassifier(keras.Model):
       num_classes: number of base classes (64 for mini-ImageNet).
     """
 
-    def __init__(self, backbone, num_classes, **kwargs):
+    def __init__(self, backbone: keras.layers.Layer, num_classes: int, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(backbone, keras.layers.Layer):
             raise ValueError(

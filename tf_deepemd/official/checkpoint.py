@@ -1,6 +1,6 @@
 """Loading the official DeepEMD PyTorch checkpoints (icoz69/DeepEMD ``max_acc.pth``).
 
-The official code saves ``{'params': state_dict}`` (METHOD.md 11) in one of
+The official code saves ``{'params': state_dict}`` (docs/official_weights.md) in one of
 three key layouts, all accepted:
 
 * meta-training: ``encoder.layer1.0.conv1.weight``, ...
@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Union
 
+import keras
 import numpy as np
 
 from tf_deepemd.backbones.resnet12 import ResNet12
@@ -211,7 +213,7 @@ def _match_classifier(state, classifier, path):
     return [(keys["fc.weight"], classifier.kernel, weight.T), (keys["fc.bias"], classifier.bias, bias)]
 
 
-def load_official_checkpoint(model, path):
+def load_official_checkpoint(model: keras.Model, path: Union[str, os.PathLike]) -> dict[str, str]:
     """Loads an official DeepEMD checkpoint (``max_acc.pth``) into ``model``.
 
     Reads the file without PyTorch and without executing anything from it
@@ -239,6 +241,20 @@ def load_official_checkpoint(model, path):
         ValueError) for a file that is not a plain tensor checkpoint,
         e.g. one that would run code.
       OSError: the file cannot be read.
+
+    Example (a released file; ``runs/``, ``max_acc.pth`` are yours):
+
+    >>> import tf_deepemd
+    >>> model = tf_deepemd.make_model("resnet12", "fcn", "deepemd")
+    >>> loaded = tf_deepemd.load_official_checkpoint(model, "max_acc.pth")  # doctest: +SKIP
+    >>> model.save_weights("runs/official/official.weights.h5")  # doctest: +SKIP
+
+    The backbone must be the official ResNet-12:
+
+    >>> tf_deepemd.load_official_checkpoint(tf_deepemd.make_model("conv4"), "max_acc.pth")
+    Traceback (most recent call last):
+      ...
+    ValueError: The official checkpoints hold a ResNet-12: `model`'s backbone must be ...
     """
     path = os.fspath(path)
     backbone, classifier = _model_parts(model)

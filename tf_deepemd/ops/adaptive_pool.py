@@ -1,4 +1,4 @@
-"""Adaptive average pooling with PyTorch's bin edges (METHOD 3.1).
+"""Adaptive average pooling with PyTorch's bin edges (docs/method.md, "Region encoders").
 
 The FCN feature pyramid pools a ``h x w`` map to ``s x s``; to reproduce
 the official nodes the bins must be PyTorch's ``adaptive_avg_pool2d`` bins,

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 
 def grid_intervals(size, num_grid, ratio):
-    """1-D intervals of the Grid encoder's enlarged cells (METHOD 3.2).
+    """1-D intervals of the Grid encoder's enlarged cells (docs/method.md, "Region encoders").
 
     With ``cell = floor(size / n)``, ``side = floor(size / n * ratio)`` and
     centres ``c_k = floor(cell / 2) + k * cell``, cell ``k`` spans

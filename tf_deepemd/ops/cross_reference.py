@@ -1,4 +1,4 @@
-"""Node weights (EMD marginals) of DeepEMD (METHOD 1.1 step 1 and 1.2).
+"""Node weights (EMD marginals) of DeepEMD (docs/method.md, "Node weights").
 
 For the problem "query q vs prototype w" the source marginal lives on the
 query's N nodes and the target marginal on the prototype's M nodes. Both
@@ -9,11 +9,13 @@ functions below return them aligned per problem:
 so ``(source[..., q, w, :], target[..., q, w, :])`` are the marginals of the
 (q, w) problem, matching the ``[..., Q, W, N, M]`` similarity map of
 `tf_deepemd.ops.similarity.cosine_similarity_map`.
+
+These are the steps of `tf_deepemd.ops.matching.deepemd_match`, which
+checks the node sets once (`tf_deepemd.ops.checks.check_node_sets`); they
+take float tensors of the documented shapes and do not check them again.
 """
 
 import tensorflow as tf
-
-from tf_deepemd.ops.checks import check_nodes, check_same_channels
 
 
 def cross_reference_weights(query_nodes, proto_nodes, floor=1e-3):
@@ -39,9 +41,6 @@ def cross_reference_weights(query_nodes, proto_nodes, floor=1e-3):
     Returns:
       ``(source [..., Q, W, N], target [..., Q, W, M])``.
     """
-    query_nodes = check_nodes(query_nodes, "query_nodes")
-    proto_nodes = check_nodes(proto_nodes, "proto_nodes")
-    check_same_channels(query_nodes, proto_nodes, "query_nodes", "proto_nodes")
     query_mean = tf.reduce_mean(query_nodes, axis=-2)  # [..., Q, C]
     proto_mean = tf.reduce_mean(proto_nodes, axis=-2)  # [..., W, C]
     floor = tf.cast(floor, query_nodes.dtype)
@@ -63,9 +62,6 @@ def uniform_weights(query_nodes, proto_nodes):
     Returns:
       ``(ones [..., Q, W, N], ones [..., Q, W, M])``.
     """
-    query_nodes = check_nodes(query_nodes, "query_nodes")
-    proto_nodes = check_nodes(proto_nodes, "proto_nodes")
-    check_same_channels(query_nodes, proto_nodes, "query_nodes", "proto_nodes")
     # Summing zeros of both inputs broadcasts their leading dims exactly as
     # the einsums of `cross_reference_weights` do.
     q = tf.zeros_like(query_nodes[..., :, None, :, 0])  # [..., Q, 1, N]
@@ -78,8 +74,8 @@ def uniform_weights(query_nodes, proto_nodes):
 def normalize_mass(weights):
     """Rescales each weight vector to sum to its number of nodes.
 
-    ``w <- w * n / sum(w)`` over the last axis (METHOD 1.2, both official
-    solver paths). With N == M both marginals then total N and the
+    ``w <- w * n / sum(w)`` over the last axis (both official solver
+    paths). With N == M both marginals then total N and the
     transportation problem is balanced. Weights must have a positive sum
     (guaranteed by the ``floor`` of `cross_reference_weights`).
 
@@ -89,6 +85,6 @@ def normalize_mass(weights):
     Returns:
       Same shape and dtype, each ``[..., :]`` summing to ``n``.
     """
-    weights = check_nodes(weights, "weights", min_rank=1)
+    weights = tf.convert_to_tensor(weights)
     n = tf.cast(tf.shape(weights)[-1], weights.dtype)
     return weights * n / tf.reduce_sum(weights, axis=-1, keepdims=True)

@@ -1,4 +1,4 @@
-"""DeepEMD's matching score of query images against prototypes (METHOD 1.1).
+"""DeepEMD's matching score of query images against prototypes (docs/method.md).
 
 For every (query q, prototype w) pair, with raw node features u (query, N
 nodes) and v (prototype, M nodes):
@@ -12,14 +12,16 @@ nodes) and v (prototype, M nodes):
 
 The steps are separate functions so that callers can swap one (e.g. tests
 feeding weights of stop-gradient features, benchmarks timing each step);
-`deepemd_match` chains them. Pure tensor math, no Keras state.
+`deepemd_match` chains them. It is the public boundary: it checks the node
+sets once (`check_node_sets`), and the steps take them as checked. Pure
+tensor math, no Keras state.
 """
 
 import collections
 
 import tensorflow as tf
 
-from tf_deepemd.ops.checks import check_choice
+from tf_deepemd.ops.checks import check_choice, check_node_sets
 from tf_deepemd.ops.cross_reference import (
     cross_reference_weights,
     normalize_mass,
@@ -76,7 +78,7 @@ def check_matching_options(node_weights, temperature, gradient_mode, l2_strength
 
 
 def matching_marginals(query_nodes, proto_nodes, node_weights="cross_reference"):
-    """EMD marginals of every (query, prototype) pair (METHOD 1.1 step 1, 1.2).
+    """EMD marginals of every (query, prototype) pair (docs/method.md, "Node weights").
 
     Args:
       query_nodes: float ``[..., Q, N, C]`` raw (un-centred) features.
@@ -94,7 +96,7 @@ def matching_marginals(query_nodes, proto_nodes, node_weights="cross_reference")
 
 
 def matching_similarity(query_nodes, proto_nodes):
-    """Cosine similarity of the 'center'-normalised nodes (METHOD 1.1 steps 2-3).
+    """Cosine similarity of the 'center'-normalised nodes (docs/method.md).
 
     Args:
       query_nodes: float ``[..., Q, N, C]``.
@@ -185,7 +187,8 @@ def deepemd_match(
     Args:
       query_nodes: float ``[..., Q, N, C]`` raw node features.
       proto_nodes: float ``[..., W, M, C]`` raw node features, same leading
-        dims and channels.
+        dims and channels (checked here, once: ValueError naming the
+        argument).
       node_weights, temperature, gradient_mode, l2_strength, implementation,
         tolerance, max_iterations, validate_args: see `matching_marginals` and
         `flow_logits`.
@@ -193,6 +196,7 @@ def deepemd_match(
     Returns:
       A `DeepEMDMatch`; ``.logits`` is ``[..., Q, W]``.
     """
+    query_nodes, proto_nodes = check_node_sets(query_nodes, proto_nodes)
     source, target = matching_marginals(query_nodes, proto_nodes, node_weights)
     similarity = matching_similarity(query_nodes, proto_nodes)
     logits, flow = flow_logits(

@@ -1,4 +1,4 @@
-"""Structured fully-connected layer (SFC) fitting for k-shot DeepEMD (METHOD 5).
+"""Structured fully-connected layer (SFC) fitting for k-shot DeepEMD (docs/method.md, "SFC").
 
 The k support node sets of a class are replaced by ONE learned node set
 ("virtual image") per class: initialised at the per-class mean of the raw

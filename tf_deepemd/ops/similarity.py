@@ -1,14 +1,15 @@
-"""Node-level similarity math of DeepEMD (METHOD 1.1 steps 2-3).
+"""Node-level similarity math of DeepEMD (docs/method.md, "Similarity and cost").
 
 Pure tensor functions, no Keras state. Node sets follow one convention:
 ``[..., nodes, channels]``; the query and prototype sets share the leading
 (batch) dims ``...`` and the channel dim ``C``. All functions keep the dtype
-of their inputs (float16/32/64).
+of their inputs (float16/32/64). Their callers check the node sets once at
+their public boundary (`tf_deepemd.ops.checks.check_node_sets`: a head's
+call, `tf_deepemd.ops.matching.deepemd_match`); these functions do not
+check them again.
 """
 
 import tensorflow as tf
-
-from tf_deepemd.ops.checks import check_nodes, check_same_channels
 
 
 def center_nodes(nodes):
@@ -24,7 +25,7 @@ def center_nodes(nodes):
     Returns:
       Same shape and dtype as ``nodes``.
     """
-    nodes = check_nodes(nodes, "nodes", min_rank=1)
+    nodes = tf.convert_to_tensor(nodes)
     return nodes - tf.reduce_mean(nodes, axis=-1, keepdims=True)
 
 
@@ -41,7 +42,7 @@ def l2_normalize_nodes(nodes, eps=1e-8):
     Returns:
       Same shape and dtype as ``nodes``.
     """
-    nodes = check_nodes(nodes, "nodes", min_rank=1)
+    nodes = tf.convert_to_tensor(nodes)
     norm = tf.norm(nodes, axis=-1, keepdims=True)
     return nodes / tf.maximum(norm, tf.cast(eps, nodes.dtype))
 
@@ -50,8 +51,8 @@ def cosine_similarity_map(query_nodes, proto_nodes, eps=1e-8):
     """Cosine similarity of every query node to every prototype node.
 
     One einsum for all (query, prototype) pairs, so the result feeds the
-    batched EMD solve directly (METHOD 1.1 step 3: rows = query nodes,
-    columns = prototype nodes).
+    batched EMD solve directly (rows = query nodes, columns = prototype
+    nodes).
 
     Args:
       query_nodes: float ``[..., Q, N, C]``.
@@ -61,9 +62,6 @@ def cosine_similarity_map(query_nodes, proto_nodes, eps=1e-8):
     Returns:
       ``[..., Q, W, N, M]`` with ``S[..., q, w, a, b] = cos(u_qa, v_wb)``.
     """
-    query_nodes = check_nodes(query_nodes, "query_nodes")
-    proto_nodes = check_nodes(proto_nodes, "proto_nodes")
-    check_same_channels(query_nodes, proto_nodes, "query_nodes", "proto_nodes")
     q = l2_normalize_nodes(query_nodes, eps)
     p = l2_normalize_nodes(proto_nodes, eps)
     return tf.einsum("...qnc,...wmc->...qwnm", q, p)
@@ -82,9 +80,7 @@ def pairwise_squared_distance(x, y):
     Returns:
       ``[..., Q, W]``.
     """
-    x = check_nodes(x, "x", min_rank=2)
-    y = check_nodes(y, "y", min_rank=2)
-    check_same_channels(x, y, "x", "y")
+    x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
     xx = tf.reduce_sum(tf.square(x), axis=-1)[..., :, None]
     yy = tf.reduce_sum(tf.square(y), axis=-1)[..., None, :]
     xy = tf.einsum("...qc,...wc->...qw", x, y)

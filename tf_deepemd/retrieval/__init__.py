@@ -15,13 +15,8 @@ One concept per module:
   split) and embedding a whole split;
 * `from_run`: `retrieve_run`, the top level of ``tools/retrieve.py``.
 
-Example::
-
-    index = build_index(model.encoder, gallery_images, gallery_labels)
-    index.save("gallery.npz")
-    search = GallerySearch(load_index("gallery.npz"), shortlist_size=100)
-    result = search.search_images(model.encoder, query_images)
-    result.ids, result.scores   # [Q, 100], best first
+`GallerySearch` has a runnable example; docs/retrieval_and_figures.md
+the commands and figures.
 """
 
 from tf_deepemd.retrieval.evaluate import (

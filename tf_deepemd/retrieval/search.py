@@ -166,6 +166,24 @@ class GallerySearch:
 
     Raises:
       ValueError: naming the argument (empty gallery, K out of range, ...).
+
+    Example: a gallery of 12 images indexed once, then 2 queries, each
+    answered by its 4 best candidates re-ranked by DeepEMD (an untrained
+    encoder here: the ranking is meaningless, the shapes are not).
+
+    >>> import numpy as np
+    >>> import tf_deepemd
+    >>> from tf_deepemd.retrieval import GallerySearch, build_index
+    >>> encoder = tf_deepemd.make_model("conv4").encoder
+    >>> images = np.random.default_rng(0).uniform(size=(12, 32, 32, 3)).astype("float32")
+    >>> index = build_index(encoder, images, labels=np.arange(12) % 3)
+    >>> search = GallerySearch(index, shortlist_size=4)
+    >>> result = search.search_images(encoder, images[:2])
+    >>> result.ids.shape, result.scores.shape
+    ((2, 4), (2, 4))
+
+    ``index.save("gallery.npz")`` and `load_index` keep an index between
+    processes.
     """
 
     def __init__(

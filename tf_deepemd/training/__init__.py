@@ -4,13 +4,15 @@ One concept per module:
 
 * `experiment`: `run_experiment` (the top level of ``tools/train.py`` and
   ``tools/eval.py``);
-* `model_config`: the gin-bindable `make_model`;
+* `model_config`: `configured_model`, the episode model of the run's gin
+  configuration (bound as ``make_model.*``, the arguments of
+  `tf_deepemd.make_model`);
 * `stage`: `run_stage`, the skeleton both training stages share (done
   check, compile, resume, fit, finish) and their episode validation;
 * `pretrain`, `meta_train`: the two training stages: settings, data and
   what each compiles and fits;
 * `evaluate`: accuracy over N episodes with the 95 % confidence interval;
-* `test_stage`: the test, resumable from per-episode accuracies saved as
+* `final_evaluation`: the test stage, resumable from per-episode accuracies saved as
   it goes;
 * `settings_record`: the settings a run folder was made with (a training
   run under other ones is refused);
@@ -29,38 +31,38 @@ One concept per module:
 
 The run's folder (layout, atomic files, best weights) is
 `tf_deepemd.run_folder`, below this package.
+
+The names below are imported on first use, so that importing one module
+of this package (``run_settings`` for export, retrieval and figures) does
+not load the whole training stack.
 """
 
-from tf_deepemd.training.evaluate import (
-    EpisodeAccuracy,
-    EpisodeEvaluator,
-    confidence_interval,
-    evaluate_episodes,
-)
-from tf_deepemd.training.experiment import run_experiment
-from tf_deepemd.training.gin_config import parse_config
-from tf_deepemd.training.model_config import make_model
-from tf_deepemd.training.optimizers import (
-    CosineDecay,
-    EpisodicSGD,
-    StepDecay,
-    epoch_schedule,
-    make_optimizer,
-)
-from tf_deepemd.training.strategy import make_strategy
+import importlib
 
-__all__ = [
-    "CosineDecay",
-    "EpisodeAccuracy",
-    "EpisodeEvaluator",
-    "EpisodicSGD",
-    "StepDecay",
-    "confidence_interval",
-    "epoch_schedule",
-    "evaluate_episodes",
-    "make_model",
-    "make_optimizer",
-    "make_strategy",
-    "parse_config",
-    "run_experiment",
-]
+# Public name -> the module of this package that defines it.
+_PUBLIC = {
+    "CosineDecay": "optimizers",
+    "EpisodeAccuracy": "evaluate",
+    "EpisodeEvaluator": "evaluate",
+    "EpisodicSGD": "optimizers",
+    "StepDecay": "optimizers",
+    "confidence_interval": "evaluate",
+    "epoch_schedule": "optimizers",
+    "evaluate_episodes": "evaluate",
+    "make_optimizer": "optimizers",
+    "make_strategy": "strategy",
+    "parse_config": "gin_config",
+    "run_experiment": "experiment",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))

@@ -23,8 +23,16 @@ from tf_deepemd.data import dataset_info, make_episode_dataset, make_pretrain_da
 
 # Datasets that work without a data_dir: generated (and cached) data.
 DATASETS_WITHOUT_DATA_DIR = ("demo",)
+
+# Each pipeline of a run draws from ``run seed + its offset``, so that no two
+# of them sample the same classes and images in the same order.
+PRETRAIN_BATCHES_SEED_OFFSET = 0
+PRETRAIN_VALIDATION_SEED_OFFSET = 1
+META_TRAIN_EPISODES_SEED_OFFSET = 2
+META_TRAIN_VALIDATION_SEED_OFFSET = 3
+TEST_EPISODES_SEED_OFFSET = 4
 # Epoch e > 0 of new validation episodes each epoch is seeded with the
-# stage's offset + e * this: clear of the run's other pipelines (0-4).
+# stage's offset + e * this: clear of the offsets above.
 EPOCH_SEED_STRIDE = 1000
 
 
@@ -78,7 +86,7 @@ class DataSource:
         )
         return with_data_sharding(dataset)
 
-    def pretrain_batches(self, batch_size, seed_offset=0):
+    def pretrain_batches(self, batch_size, seed_offset=PRETRAIN_BATCHES_SEED_OFFSET):
         """Endless shuffled, augmented ``(images, labels)`` batches of the train split.
 
         The returned dataset carries ``num_classes`` and ``steps_per_epoch``

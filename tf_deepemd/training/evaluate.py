@@ -1,8 +1,8 @@
 """Few-shot evaluation: accuracy over N episodes with a 95 % confidence interval.
 
-The official protocol (METHOD.md 6.3): per-episode accuracy in %, reported
+The official protocol (docs/method.md, "Protocol"): per-episode accuracy in %, reported
 as ``mean +- 1.96 * std / sqrt(n)`` with NumPy's population std, over 5,000
-test episodes (600 for 5-shot in the README).
+test episodes (600 for 5-shot, as the official README reports them).
 """
 
 from __future__ import annotations

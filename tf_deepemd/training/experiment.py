@@ -2,7 +2,7 @@
 
 `run_experiment` is what ``tools/train.py`` and ``tools/eval.py`` call
 after parsing gin. A run is pre-training -> meta-training -> test
-(METHOD.md 6), each stage in its own folder of ``model_dir``
+(docs/method.md, "Protocol"), each stage in its own folder of ``model_dir``
 (`tf_deepemd.run_folder`). Everything is checked and every data pipeline
 is built BEFORE any training (`prepare_run`), so a bad configuration
 (unknown dataset or method, missing data_dir, a way or shot + query larger
@@ -11,7 +11,7 @@ than the data allows) fails in seconds with one clear ValueError.
 gin binds this function, the stage settings (``pretrain.*``,
 ``meta_train.*``), `make_model` and `make_optimizer`; the Keras layers keep
 plain constructor arguments. Bindings scoped ``test/`` apply to the test
-stage's model alone (`model_config.make_test_model`).
+stage's model alone (`model_config.configured_test_model`).
 """
 
 from __future__ import annotations
@@ -33,10 +33,15 @@ import tensorflow as tf
 from tf_deepemd import run_folder
 from tf_deepemd.models.naming import method_name
 from tf_deepemd.run_folder import META_TRAIN, PRETRAIN, STAGES, TEST, StageFiles
-from tf_deepemd.training import meta_train, pretrain, settings_record, test_stage
-from tf_deepemd.training.data_source import DataSource
+from tf_deepemd.training import final_evaluation, meta_train, pretrain, settings_record
+from tf_deepemd.training.data_source import TEST_EPISODES_SEED_OFFSET, DataSource
 from tf_deepemd.training.launch import configuration_checks
-from tf_deepemd.training.model_config import binds_test_model, make_model, make_test_model
+from tf_deepemd.training.model_config import (
+    binds_test_model,
+    configured_model,
+    configured_test_model,
+)
+from tf_deepemd.training.run_settings import DEFAULT_RUN
 from tf_deepemd.training.stage import run_stage
 from tf_deepemd.training.strategy import make_strategy, writes_run_folder
 
@@ -55,7 +60,7 @@ class PreparedRun:
       model: the built episode model.
       test_model: the built model the test stage evaluates: ``model``, or,
         when bindings are scoped ``test/``, one built with them
-        (`model_config.make_test_model`).
+        (`model_config.configured_test_model`).
       data_source: the run's `DataSource`.
       pretrain, meta_train: ``(settings, data)`` of the stages to train,
         else None.
@@ -117,7 +122,8 @@ def prepare_run(model_dir, data_source, stages, way, shot, query, test_split, te
     if META_TRAIN in stages and meta_settings.epochs > 0:
         run.meta_train = meta_settings, meta_train.build_data(meta_settings, data_source, way, shot)
     if TEST in stages:
-        run.test_episodes = data_source.episodes(test_split, way, shot, query, test_episodes, seed_offset=4)
+        run.test_episodes = data_source.episodes(test_split, way, shot, query, test_episodes,
+                                                 seed_offset=TEST_EPISODES_SEED_OFFSET)
         run.test_shape = (test_split, int(way), int(shot), int(query))
         run.test_weights = test_weights
         if not (test_weights or run.pretrain or run.meta_train):
@@ -128,10 +134,11 @@ def prepare_run(model_dir, data_source, stages, way, shot, query, test_split, te
                     "bind run_experiment.test_weights."
                 )
     with strategy.scope():
-        run.model = run_folder.new_episode_model(make_model, data_source.image_size, data_source.seed)
+        run.model = run_folder.new_episode_model(configured_model, data_source.image_size,
+                                                 data_source.seed)
         run.test_model = run.model
         if run.test_episodes is not None and binds_test_model():
-            run.test_model = run_folder.new_episode_model(make_test_model, data_source.image_size,
+            run.test_model = run_folder.new_episode_model(configured_test_model, data_source.image_size,
                                                           data_source.seed)
     return run
 
@@ -162,15 +169,16 @@ def train_stages(run, init_weights, verbose, callbacks, stage_callbacks):
     return summary
 
 
-def test_model(run, weights, test_episodes, results_file, callbacks):
-    """The test stage: accuracy of ``weights`` on the test episodes, resumable (`test_stage`)."""
+def evaluate_test_stage(run, weights, test_episodes, results_file, callbacks):
+    """The test stage: accuracy of ``weights`` on the test episodes, resumable (`final_evaluation`)."""
     run.test_model.load_weights(weights)
     log.info("test: %d episodes with %s", test_episodes, weights)
-    identity = dict(test_stage.weights_identity(weights), data=repr(run.data_source),
+    identity = dict(final_evaluation.weights_identity(weights), data=repr(run.data_source),
                     episode_shape=list(run.test_shape), episodes=int(test_episodes))
-    progress = test_stage.TestProgress(test_stage.progress_path(run.root, results_file), identity)
-    scores = test_stage.run_test(run.test_model, run.test_episodes, int(test_episodes), progress, callbacks,
-                                 log_every=max(1, min(500, test_episodes // 10)))
+    progress = final_evaluation.TestProgress(
+        final_evaluation.progress_path(run.root, results_file), identity)
+    scores = final_evaluation.run_test(run.test_model, run.test_episodes, int(test_episodes), progress,
+                                       callbacks, log_every=max(1, min(500, test_episodes // 10)))
     log.info(
         "test: accuracy %.2f +- %.2f %% over %d episodes, %.2f episodes/s",
         scores.accuracy, scores.ci95, scores.episodes, scores.episodes_per_second,
@@ -191,17 +199,17 @@ def run_experiment(
     dataset: Optional[str] = None,
     data_dir: Optional[str] = None,
     dataset_options: Optional[Mapping[str, Any]] = None,
-    image_size: int = 84,
-    way: int = 5,
-    shot: int = 1,
-    query: int = 15,
+    image_size: int = DEFAULT_RUN.image_size,
+    way: int = DEFAULT_RUN.way,
+    shot: int = DEFAULT_RUN.shot,
+    query: int = DEFAULT_RUN.query,
     stages: Sequence[str] = STAGES,
-    test_split: str = "test",
+    test_split: str = DEFAULT_RUN.test_split,
     test_episodes: int = 5000,
     init_weights: Optional[str] = None,
     test_weights: Optional[str] = None,
     strategy: str = "default",
-    seed: int = 1,
+    seed: int = DEFAULT_RUN.seed,
     results_file: str = "results.json",
     verbose: int = 1,
     callbacks: Sequence[keras.callbacks.Callback] = (),
@@ -229,7 +237,7 @@ def run_experiment(
       results_file: name of the results JSON inside ``model_dir``.
       verbose: Keras progress output (1 bars, 2 one line per epoch).
       callbacks: extra Keras callbacks for the training stages; the test
-        stage reports each episode to their predict hooks (`test_stage`).
+        stage reports each episode to their predict hooks (`final_evaluation`).
       stage_callbacks: ``StageFiles -> callbacks`` run at the end of each
         training epoch after the stage's logs are written (the tools pass
         the accuracy plot, `tf_deepemd.visualization.AccuracyPlot`).
@@ -275,7 +283,7 @@ def run_experiment(
         if run.test_episodes is not None:
             trained = [summary["weights"] for summary in results["stages"].values()]
             weights = run.test_weights or (trained[-1] if trained else None)
-            scores = test_model(run, weights, test_episodes, results_file, callbacks)
+            scores = evaluate_test_stage(run, weights, test_episodes, results_file, callbacks)
             results.update(
                 dataset=dataset, split=test_split, method=method_name(run.test_model), way=int(way),
                 shot=int(shot), query=int(query), image_size=int(image_size),

@@ -1,6 +1,6 @@
 """Stage 2, meta-training: the episode model trained episode by episode.
 
-As the official ``train_meta.py`` (METHOD.md 6.2): 5-way 1-shot 15-query
+As the official ``train_meta.py`` (docs/method.md, "Protocol"): 5-way 1-shot 15-query
 training episodes, 50 per epoch, 100 epochs, one episode per update
 (``-bs 1``), SGD lr 5e-4 (momentum 0.9, Nesterov, wd 5e-4) halved every 10
 epochs, batch norm in training mode on the episode's images, NaN gradients
@@ -24,7 +24,11 @@ import gin
 
 from tf_deepemd.run_folder import META_TRAIN as STAGE
 from tf_deepemd.training.objectives import episode_accuracy, episode_cross_entropy
-from tf_deepemd.training.data_source import ValidationEpisodes
+from tf_deepemd.training.data_source import (
+    META_TRAIN_EPISODES_SEED_OFFSET,
+    META_TRAIN_VALIDATION_SEED_OFFSET,
+    ValidationEpisodes,
+)
 from tf_deepemd.training.optimizers import check_lr_schedule, epoch_schedule, make_optimizer
 from tf_deepemd.training.stage import StageFit
 
@@ -106,11 +110,11 @@ def build_data(settings, data_source, way, shot):
     episodes = data_source.episodes(
         "train", train_way, settings.shot, settings.query,
         num_episodes=max(1, settings.epochs * settings.episodes_per_epoch),
-        training=True, seed_offset=2,
+        training=True, seed_offset=META_TRAIN_EPISODES_SEED_OFFSET,
     )
     val_episodes = ValidationEpisodes(
         data_source, way, settings.val_shot or shot, settings.query, settings.val_episodes,
-        seed_offset=3, new_each_epoch=settings.random_val_episodes,
+        seed_offset=META_TRAIN_VALIDATION_SEED_OFFSET, new_each_epoch=settings.random_val_episodes,
     )
     return MetaTrainData(episodes, val_episodes)
 

@@ -1,10 +1,10 @@
 """Optimizers and learning-rate schedules of the official protocol, for gin.
 
-The official scripts (METHOD.md 6.1-6.2) use PyTorch SGD with momentum 0.9,
+The official scripts (docs/method.md, "Protocol") use PyTorch SGD with momentum 0.9,
 Nesterov and ``weight_decay=5e-4``, stepped by ``StepLR`` once per epoch, and
-zero any parameter's gradient that contains a NaN. The author now prefers a
-cosine schedule without restarts (issues #37, #38): ``CosineAnnealingLR``
-over the stage's epochs, stepped once per epoch (`CosineDecay`); each stage
+zero any parameter's gradient that contains a NaN. The official author now
+prefers a cosine schedule without restarts (in the official repository's
+issue threads): ``CosineAnnealingLR`` over the stage's epochs, stepped once per epoch (`CosineDecay`); each stage
 picks one by name (`epoch_schedule`).
 
 Keras' own ``weight_decay`` is *decoupled* (``w -= lr * wd * w`` beside the

@@ -1,6 +1,6 @@
 """Stage 1, pre-training: the backbone as a classifier over the training classes.
 
-As the official ``train_pretrain.py`` (METHOD.md 6.1): cross-entropy over
+As the official ``train_pretrain.py`` (docs/method.md, "Protocol"): cross-entropy over
 all training classes with a GAP + linear head, SGD (lr 0.1, momentum 0.9,
 Nesterov, wd 5e-4), batch 128, 120 epochs, lr x0.2 every 30 epochs; after
 every epoch the few-shot model that shares the backbone is validated on the
@@ -19,7 +19,7 @@ import gin
 import keras
 
 from tf_deepemd.models import make_pretrain_model
-from tf_deepemd.training.data_source import ValidationEpisodes
+from tf_deepemd.training.data_source import PRETRAIN_VALIDATION_SEED_OFFSET, ValidationEpisodes
 from tf_deepemd.training.optimizers import check_lr_schedule, epoch_schedule, make_optimizer
 from tf_deepemd.training.stage import StageFit
 
@@ -86,7 +86,7 @@ def build_data(settings, data_source):
     batches = data_source.pretrain_batches(settings.batch_size)
     val_episodes = ValidationEpisodes(
         data_source, settings.val_way, settings.val_shot, settings.val_query, settings.val_episodes,
-        seed_offset=1, new_each_epoch=settings.random_val_episodes,
+        seed_offset=PRETRAIN_VALIDATION_SEED_OFFSET, new_each_epoch=settings.random_val_episodes,
     )
     return PretrainData(batches, val_episodes)
 

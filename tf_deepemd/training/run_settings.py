@@ -3,45 +3,55 @@
 ``tools/eval.py``, ``export.py``, ``retrieve.py`` and ``visualize.py`` take
 the same gin files as training; `run_settings` reads the ``run_experiment``
 settings they need from the parsed configuration (bound values, else
-`run_experiment`'s defaults) and `restore_run_model` rebuilds the run's
-model as training built it, with the weights ``tools/eval.py`` tests.
-gin must be parsed before calling these.
+`DEFAULT_RUN`, the very defaults of `run_experiment`) and
+`restore_run_model` rebuilds the run's model as training built it, with the
+weights ``tools/eval.py`` tests. gin must be parsed before calling these.
+
+This module imports neither `run_experiment` nor the training stages:
+export, retrieval and figures read a run without loading the training
+stack (``tests/test_import_graph.py`` checks it).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from typing import Any, Mapping, Optional
 
 import gin
 
 from tf_deepemd import run_folder
-from tf_deepemd.training.experiment import run_experiment
-from tf_deepemd.training.model_config import make_model
-
-
-def run_setting(name):
-    """``run_experiment.<name>`` as bound by gin, else the function's default."""
-    try:
-        return gin.query_parameter(f"run_experiment.{name}")
-    except ValueError:
-        return inspect.signature(run_experiment).parameters[name].default
+from tf_deepemd.training.model_config import configured_model
 
 
 @dataclasses.dataclass(frozen=True)
 class RunSettings:
-    """The gin-bound `run_experiment` settings the tools after training need."""
+    """The gin-bound `run_experiment` settings the tools after training need.
 
-    model_dir: Optional[str]
-    dataset: Optional[str]
-    data_dir: Optional[str]
-    dataset_options: Mapping[str, Any]
-    image_size: int
-    test_split: str
-    way: int
-    shot: int
-    seed: int
+    The field defaults are `run_experiment`'s (its signature reads them
+    from `DEFAULT_RUN`).
+    """
+
+    model_dir: Optional[str] = None
+    dataset: Optional[str] = None
+    data_dir: Optional[str] = None
+    dataset_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    image_size: int = 84
+    test_split: str = "test"
+    way: int = 5
+    shot: int = 1
+    query: int = 15
+    seed: int = 1
+
+
+DEFAULT_RUN = RunSettings()
+
+
+def run_setting(name: str) -> Any:
+    """``run_experiment.<name>`` as bound by gin, else its default (`DEFAULT_RUN`)."""
+    try:
+        return gin.query_parameter(f"run_experiment.{name}")
+    except ValueError:
+        return getattr(DEFAULT_RUN, name)
 
 
 def run_settings(model_dir: Optional[str] = None) -> RunSettings:
@@ -55,6 +65,7 @@ def run_settings(model_dir: Optional[str] = None) -> RunSettings:
         test_split=run_setting("test_split"),
         way=int(run_setting("way")),
         shot=int(run_setting("shot")),
+        query=int(run_setting("query")),
         seed=int(run_setting("seed")),
     )
 
@@ -62,5 +73,5 @@ def run_settings(model_dir: Optional[str] = None) -> RunSettings:
 def restore_run_model(settings: RunSettings, weights: Optional[str] = None):
     """``(model, weights path or None if untrained)``: the run's model (`run_folder.restore_model`)."""
     return run_folder.restore_model(
-        make_model, settings.image_size, settings.seed, settings.model_dir, weights
+        configured_model, settings.image_size, settings.seed, settings.model_dir, weights
     )

@@ -10,12 +10,11 @@ from tf_deepemd.ops.emd import iteration
 
 # Fraction of a batch still iterating below which the rest is gathered into a
 # smaller batch. DeepEMD-style batches converge together except a tail of a
-# few percent that needs 1-3 more iterations; compacting it saved ~12 % of the
-# time for 375 problems of 25 x 25.
+# few percent that needs 1-3 more iterations: compacted, that tail no longer
+# pays the per-op cost of the whole batch.
 _COMPACTION_FRACTION = 0.25
 # Fewest problems per concurrent loop: below that a second loop adds more
-# per-op overhead than it saves (5 problems of 25 x 25 at TensorFlow's
-# default threads: 6.9 ms in one loop, 10.1 ms in two).
+# per-op overhead than it saves.
 _MIN_PROBLEMS_PER_SHARD = 32
 
 
@@ -107,8 +106,8 @@ def interior_point(problem, tolerance, max_iterations):
 
 # One traced loop for every call with the same structure: shards, eager
 # calls and both branches of the dummy/no-dummy choice share it. Written with
-# `tf.while_loop` and `tf.cond`, it has nothing for AutoGraph to convert,
-# whose conversion took ~2.5 s of its first trace.
+# `tf.while_loop` and `tf.cond`, it has nothing for AutoGraph to convert, so
+# its first trace does not pay for a conversion (benchmarks/first_trace.py).
 _interior_point_function = tf.function(interior_point, reduce_retracing=True, autograph=False)
 
 

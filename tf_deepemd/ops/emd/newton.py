@@ -14,8 +14,8 @@ import numpy as np
 import tensorflow as tf
 
 # Smallest initial slack, in units of the cost range. Starting closer to the
-# dual optimum than the customary 1 saved 2-5 of ~17 iterations on
-# DeepEMD-style problems.
+# dual optimum than the customary 1 takes fewer iterations on DeepEMD-style
+# problems.
 _INITIAL_SLACK = 0.3
 
 TransportProblem = collections.namedtuple(

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from tests.data.data_fixtures import colour_to_class, mean_colours
 from tf_deepemd.data import load_split, make_episode_dataset, make_pretrain_dataset
-from tf_deepemd.data.bad_data import prepare_split
+from tf_deepemd.data.checked_split import prepare_split
 
 
 def test_small_class_is_an_error_naming_it(make_folder):

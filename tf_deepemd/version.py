@@ -1,0 +1,3 @@
+"""The package's version: the one place it is written (setup.py reads this file as text)."""
+
+__version__ = "0.2.0.dev0"
