@@ -43,9 +43,10 @@ Fields (`...` = the broadcast batch shape, dtype = the input dtype):
 """
 
 
-# The solver is written with explicit `tf.while_loop` and `tf.cond`. Called
-# from a user's own `tf.function`, AutoGraph would convert all of it, which
-# took ~4 s of the first call and changes nothing (benchmarks/first_trace.py).
+# The stock-op solver is written with explicit `tf.while_loop` and `tf.cond`.
+# Called from a user's own `tf.function`, AutoGraph would convert all of it,
+# which only costs time at the first call and changes nothing
+# (benchmarks/first_trace.py measures the first call).
 @tf.autograph.experimental.do_not_convert
 def solve_emd(
     cost,
@@ -101,10 +102,29 @@ def solve_emd(
     Returns:
       An `EMDResult`. Computation is in float64 whatever the input dtype; the
       outputs have the input dtype. `flow`, `transport_cost` and `distance`
-      are differentiable with respect to all three inputs (KKT gradient).
+      are differentiable with respect to all three inputs: the kernel's
+      gradient is the exact derivative of the solution (at a degenerate
+      vertex, that of the optimal basis it returns; see
+      `tf_deepemd.ops.emd.kernel`), the stock-op solver's the KKT
+      derivative at its final iterate.
 
     Raises:
       ValueError: on non-float inputs, wrong ranks or mismatched shapes.
+
+    Example: one unit of mass more at the source than the target takes; the
+    flow moves what the target can hold at the least cost.
+
+    >>> import tensorflow as tf
+    >>> import tf_deepemd
+    >>> cost = tf.constant([[0.0, 1.0], [1.0, 0.0]])
+    >>> result = tf_deepemd.solve_emd(cost, tf.constant([0.5, 1.5]), tf.constant([1.0, 1.0]))
+    >>> result.flow.numpy().round(4)
+    array([[0.5, 0. ],
+           [0.5, 1. ]], dtype=float32)
+    >>> round(float(result.transport_cost), 4), round(float(result.distance), 4)
+    (0.5, 0.25)
+    >>> bool(result.converged)
+    True
     """
     with tf.name_scope(name or "solve_emd"):
         cost, source_weights, target_weights = _converted_inputs(
@@ -224,6 +244,13 @@ def emd(
 
     Args and semantics as `solve_emd`. Returns the flow [..., N, M] in the
     dtype of `cost`, differentiable with respect to all three inputs.
+
+    >>> import tensorflow as tf
+    >>> import tf_deepemd
+    >>> cost = tf.constant([[0.0, 1.0], [1.0, 0.0]])
+    >>> tf_deepemd.emd(cost, tf.constant([1.0, 1.0]), tf.constant([1.0, 1.0])).numpy().round(4)
+    array([[1., 0.],
+           [0., 1.]], dtype=float32)
     """
     return solve_emd(
         cost,

@@ -6,7 +6,7 @@ total mass is 1 and its cost spans [0, 1]. Neither change moves the
 minimiser: the total flow is fixed, so shifting the cost by a constant only
 shifts the objective. When every problem of the batch is balanced with
 positive masses (DeepEMD's are), the dummies are left out: the loop then runs
-on n x m instead of (n + 1) x (m + 1) cells, ~25 % less work at 25 x 25.
+on n x m instead of (n + 1) x (m + 1) cells.
 Both forms go through the same traced loop (the choice only picks its input).
 """
 

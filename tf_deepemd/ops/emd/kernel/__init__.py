@@ -33,9 +33,15 @@ _BUILD_HINT = (
 )
 
 
+# A kernel library to load instead of the built one (e.g. a sanitizer build,
+# benchmarks/kernel_sanitizers.sh).
+LIBRARY_ENVIRONMENT_VARIABLE = "TF_DEEPEMD_KERNEL_LIBRARY"
+
+
 def _load():
     """(the op module or None, the reason it could not be loaded or None)."""
-    paths = sorted(glob.glob(_LIBRARY_PATTERN))
+    override = os.environ.get(LIBRARY_ENVIRONMENT_VARIABLE)
+    paths = [override] if override else sorted(glob.glob(_LIBRARY_PATTERN))
     if not paths:
         return None, f"the compiled EMD kernel is not built ({_BUILD_HINT})"
     try:
