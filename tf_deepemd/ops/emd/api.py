@@ -126,7 +126,16 @@ def solve_emd(
     >>> bool(result.converged)
     True
     """
-    with tf.name_scope(name or "solve_emd"):
+    return _solve(cost, source_weights, target_weights, l2_strength=l2_strength,
+                  implementation=implementation, tolerance=tolerance,
+                  max_iterations=max_iterations, num_shards=num_shards,
+                  validate_args=validate_args, name=name or "solve_emd", flow_only=False)
+
+
+def _solve(cost, source_weights, target_weights, *, l2_strength, implementation, tolerance,
+           max_iterations, num_shards, validate_args, name, flow_only):
+    """`solve_emd`, or only its flow (fewer ops for eager callers of `emd`)."""
+    with tf.name_scope(name):
         cost, source_weights, target_weights = _converted_inputs(
             cost, source_weights, target_weights
         )
@@ -142,10 +151,7 @@ def solve_emd(
             tolerance = balancing.default_tolerance(dtype)
         elif not tolerance > 0:
             raise ValueError(f"tolerance must be > 0, got {tolerance}.")
-        batch_shape = tf.broadcast_dynamic_shape(
-            tf.broadcast_dynamic_shape(tf.shape(cost)[:-2], tf.shape(source_weights)[:-1]),
-            tf.shape(target_weights)[:-1],
-        )
+        batch_shape = _batch_shape(cost, source_weights, target_weights)
         if resolve_implementation(implementation) == "kernel":
             flat_cost, flow, source_potentials, target_potentials, converged = _kernel_solve(
                 batch_shape, cost, source_weights, target_weights, l2_strength, validate_args
@@ -165,20 +171,22 @@ def solve_emd(
                 )
             )
 
+        def unflatten(value, event_shape):
+            return tf.cast(_unflattened(value, batch_shape, event_shape), dtype)
+
+        rows = num_rows if num_rows is not None else tf.shape(cost)[-2]
+        cols = num_cols if num_cols is not None else tf.shape(cost)[-1]
+        if flow_only:
+            return unflatten(flow, [rows, cols])
         transport_cost = tf.reduce_sum(flat_cost * flow, axis=[-2, -1])
         distance = tf.math.divide_no_nan(transport_cost, tf.reduce_sum(flow, axis=[-2, -1]))
-
-        def unflatten(value, event_shape):
-            return tf.cast(tf.reshape(value, tf.concat([batch_shape, event_shape], 0)), dtype)
-
-        num_rows, num_cols = tf.shape(cost)[-2], tf.shape(cost)[-1]
         return EMDResult(
-            flow=unflatten(flow, [num_rows, num_cols]),
+            flow=unflatten(flow, [rows, cols]),
             transport_cost=unflatten(transport_cost, []),
             distance=unflatten(distance, []),
-            source_potentials=unflatten(source_potentials, [num_rows]),
-            target_potentials=unflatten(target_potentials, [num_cols]),
-            converged=tf.reshape(converged, batch_shape),
+            source_potentials=unflatten(tf.stop_gradient(source_potentials), [rows]),
+            target_potentials=unflatten(tf.stop_gradient(target_potentials), [cols]),
+            converged=_unflattened(converged, batch_shape, []),
             num_iterations=num_iterations,
         )
 
@@ -252,18 +260,10 @@ def emd(
     array([[1., 0.],
            [0., 1.]], dtype=float32)
     """
-    return solve_emd(
-        cost,
-        source_weights,
-        target_weights,
-        l2_strength=l2_strength,
-        implementation=implementation,
-        tolerance=tolerance,
-        max_iterations=max_iterations,
-        num_shards=num_shards,
-        validate_args=validate_args,
-        name=name or "emd",
-    ).flow
+    return _solve(cost, source_weights, target_weights, l2_strength=l2_strength,
+                  implementation=implementation, tolerance=tolerance,
+                  max_iterations=max_iterations, num_shards=num_shards,
+                  validate_args=validate_args, name=name or "emd", flow_only=True)
 
 
 def _converted_inputs(cost, source_weights, target_weights):
@@ -353,8 +353,32 @@ def _runtime_checks(cost, source_weights, target_weights, l2_strength):
     ]
 
 
+def _batch_shape(cost, source_weights, target_weights):
+    """The broadcast batch shape: a `tf.TensorShape` when it is static (no
+    ops), else an int32 tensor."""
+    shapes = [cost.shape[:-2], source_weights.shape[:-1], target_weights.shape[:-1]]
+    if all(shape.is_fully_defined() for shape in shapes):
+        return tf.broadcast_static_shape(tf.broadcast_static_shape(*shapes[:2]), shapes[2])
+    return tf.broadcast_dynamic_shape(
+        tf.broadcast_dynamic_shape(tf.shape(cost)[:-2], tf.shape(source_weights)[:-1]),
+        tf.shape(target_weights)[:-1],
+    )
+
+
+def _is_flat(batch_shape, *values_and_event_ranks):
+    """Whether every value already has the static batch shape [B]."""
+    return isinstance(batch_shape, tf.TensorShape) and batch_shape.rank == 1 and all(
+        value.shape[:value.shape.rank - event_rank] == batch_shape
+        for value, event_rank in values_and_event_ranks
+    )
+
+
 def _flattened(batch_shape, cost, source_weights, target_weights, dtype):
     """[B, N, M], [B, N], [B, M] of `dtype`: the broadcast batch on one axis."""
+    if _is_flat(batch_shape, (cost, 2), (source_weights, 1), (target_weights, 1)):
+        return tuple(tf.cast(value, dtype) for value in (cost, source_weights, target_weights))
+    if isinstance(batch_shape, tf.TensorShape):
+        batch_shape = tf.constant(batch_shape.as_list(), tf.int32)
     num_rows, num_cols = tf.shape(cost)[-2], tf.shape(cost)[-1]
 
     def flatten(value, event_shape):
@@ -363,3 +387,12 @@ def _flattened(batch_shape, cost, source_weights, target_weights, dtype):
 
     return (flatten(cost, [num_rows, num_cols]), flatten(source_weights, [num_rows]),
             flatten(target_weights, [num_cols]))
+
+
+def _unflattened(value, batch_shape, event_shape):
+    """[B, *event] -> [*batch_shape, *event]."""
+    if _is_flat(batch_shape, (value, len(event_shape))):
+        return value
+    if isinstance(batch_shape, tf.TensorShape):
+        batch_shape = tf.constant(batch_shape.as_list(), tf.int32)
+    return tf.reshape(value, tf.concat([batch_shape, event_shape], 0))

@@ -9,6 +9,7 @@ traced there, since stock Serving cannot load a custom op.
 """
 
 import contextlib
+import functools
 import threading
 import warnings
 
@@ -51,7 +52,7 @@ def resolve_implementation(implementation):
         return "tf_ops"
     if implementation == "kernel":
         return "kernel"
-    if tf.config.list_logical_devices("GPU"):
+    if _gpu_visible():
         return "tf_ops"
     if kernel.kernel_available():
         return "kernel"
@@ -62,3 +63,9 @@ def resolve_implementation(implementation):
             f"{kernel.kernel_load_error()}.", RuntimeWarning, stacklevel=3,
         )
     return "tf_ops"
+
+
+@functools.lru_cache(maxsize=1)
+def _gpu_visible():
+    """Whether TensorFlow sees a GPU (fixed once its runtime has started)."""
+    return bool(tf.config.list_logical_devices("GPU"))

@@ -81,7 +81,8 @@ def transport_solve(cost, source_weights, target_weights, l2_strength, *, valida
     Returns:
       (flow [B, N, M], source_potentials [B, N], target_potentials [B, M],
       converged [B] bool). The flow is differentiable with respect to the
-      cost, the masses and `l2_strength`; the potentials are not.
+      cost, the masses and `l2_strength`; the potentials are not (their
+      gradient is ignored).
     """
     if _ops is None:
         raise RuntimeError(_load_error)
@@ -89,8 +90,7 @@ def transport_solve(cost, source_weights, target_weights, l2_strength, *, valida
         _ops.tf_deepemd_transport_solve(cost, source_weights, target_weights, l2_strength,
                                         validate=validate)
     )
-    return (flow, tf.stop_gradient(source_potentials), tf.stop_gradient(target_potentials),
-            converged)
+    return flow, source_potentials, target_potentials, converged
 
 
 if _ops is not None:

@@ -32,6 +32,8 @@
 // zero off the support and on the unconstrained nodes.
 #include "quadratic.h"
 
+#include "network_simplex.h"
+
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
@@ -49,6 +51,7 @@ constexpr double kArmijo = 1e-4;
 constexpr double kPivotFloor = 1e-10;    // relative; smaller pivots pin
 constexpr double kMassTolerance = 1e-13;  // of the total mass
 constexpr double kRoundingUlps = 16 * DBL_EPSILON;
+constexpr double kNearLinear = 0.03;  // see NearLinear
 
 enum class Heavier { kNone, kRows, kCols };
 
@@ -72,14 +75,16 @@ struct Arrays {
   double *cost, *cells, *grad_cells;  // n*m each
   double *x, *g, *d, *trial, *mass, *deg, *tol, *scale;  // n+m each
   double *schur, *schur_rhs, *breaks;  // m*m, m, 2*n*m
+  double* tree_values;  // n+m+2
   int *in_system, *grounded;  // n+m each
   int *label, *list;  // n+m+1, 2 (n+m) + 1
+  int* tree;  // 2 (n+m+2) + n+m+1
 };
 
 Arrays Carve(int n, int m, QuadraticWorkspace* ws) {
   const size_t nm = size_t(n) * m, nodes = size_t(n) + m;
-  ws->buffer.resize(5 * nm + 8 * nodes + size_t(m) * m + m);
-  ws->indices.resize(5 * nodes + 2);
+  ws->buffer.resize(5 * nm + 9 * nodes + size_t(m) * m + m + 2);
+  ws->indices.resize(8 * nodes + 7);
   double* p = ws->buffer.data();
   auto take = [&p](size_t count) { double* q = p; p += count; return q; };
   Arrays a;
@@ -88,9 +93,10 @@ Arrays Carve(int n, int m, QuadraticWorkspace* ws) {
   a.trial = take(nodes), a.mass = take(nodes), a.deg = take(nodes);
   a.tol = take(nodes), a.scale = take(nodes);
   a.schur = take(size_t(m) * m), a.schur_rhs = take(m), a.breaks = take(2 * nm);
+  a.tree_values = take(nodes + 2);
   int* q = ws->indices.data();
   a.in_system = q, a.label = q + nodes, a.grounded = q + 2 * nodes + 1;
-  a.list = q + 3 * nodes + 1;
+  a.list = q + 3 * nodes + 1, a.tree = q + 5 * nodes + 2;
   return a;
 }
 
@@ -408,6 +414,55 @@ bool NewtonStep(const Canonical& c, Arrays& a) {
   return false;
 }
 
+// Whether the linear program's optimum is the better start: l2 times the
+// mean flow per cell is small against the spread of the costs (then the
+// QP's support stays close to the LP's basis tree).
+bool NearLinear(const Canonical& c, const Arrays& a) {
+  const int cells = c.n * c.m;
+  double mean = 0, spread = 0, mass = 0;
+  for (int k = 0; k < cells; ++k) mean += a.cost[k];
+  mean /= cells;
+  for (int k = 0; k < cells; ++k) spread += (a.cost[k] - mean) * (a.cost[k] - mean);
+  for (int i = 0; i < c.n; ++i) mass += a.mass[i];
+  return c.l2 * mass / cells < kNearLinear * std::sqrt(spread / cells);
+}
+
+// Start at the linear program's optimum: with B its basis tree and F its
+// flows, x solves u_i + v_j = C_ij + l2 F_ij on B (0 on a dummy's cells,
+// the dummy at 0), the QP's exact solution if B is its support. Returns
+// false if the simplex failed.
+bool LinearStart(const TransportProblem& p, const Canonical& c, Arrays& a,
+                 SimplexWorkspace* simplex) {
+  const int rows = p.rows, cols = p.cols, size = BasisSize(rows, cols);
+  double *u = a.d, *v = a.d + rows, *w = a.tree_values;  // w on the extended
+  int *basis = a.tree, *seen = a.tree + size;  // nodes: rows, dummy, cols, dummy
+  if (!SolveNetworkSimplex(p, simplex, a.grad_cells, u, v, basis)) return false;
+  const int nodes = rows + cols + 2;
+  std::fill(seen, seen + nodes, 0);
+  seen[0] = 1, w[0] = 0;
+  for (bool grew = true; grew;) {  // one sweep when the basis is in tree order
+    grew = false;
+    for (int e = 0; e < size && basis[e] >= 0; ++e) {
+      const int i = basis[e] / (cols + 1), j = basis[e] % (cols + 1);
+      const int col = rows + 1 + j;
+      if (seen[i] == seen[col]) continue;
+      const double value = i < rows && j < cols ? c.l2 * a.grad_cells[i * cols + j] : 0;
+      const int from = seen[i] ? i : col, to = seen[i] ? col : i;
+      w[to] = value - w[from], seen[to] = grew = true;
+    }
+  }
+  // (u + t, v - t) puts the dummy at 0.
+  const double t = c.heavier == Heavier::kNone ? 0
+                   : seen[rows] ? -w[rows] : w[nodes - 1];
+  for (int i = 0; i < rows; ++i)
+    a.x[c.transposed ? c.n + i : i] = u[i] + (seen[i] ? w[i] + t : 0);
+  for (int j = 0; j < cols; ++j)
+    a.x[c.transposed ? j : c.n + j] = v[j] + (seen[rows + 1 + j] ? w[rows + 1 + j] - t : 0);
+  for (int k = 0; k < c.n + c.m; ++k)
+    if (c.Bounded(k)) a.x[k] = std::min(a.x[k], 0.0);
+  return true;
+}
+
 // Anchor side (the heavier one, else the rows) at 0, the other side at the
 // level where its cheapest cell starts to carry flow.
 void WarmStart(const Canonical& c, Arrays& a) {
@@ -454,7 +509,9 @@ bool SolveQuadratic(const TransportProblem& problem, double l2,
   try {
     Arrays a;
     const Canonical c = Canonicalise(problem, l2, workspace, &a);
-    WarmStart(c, a);
+    SimplexWorkspace simplex;
+    if (!NearLinear(c, a) || !LinearStart(problem, c, a, &simplex))
+      WarmStart(c, a);
     bool converged = false;
     int balancing_rounds = 0;  // in a row; components can trade imbalance
     for (int iteration = 0; iteration < kMaxIterations; ++iteration) {
