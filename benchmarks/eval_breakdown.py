@@ -37,7 +37,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from eval_throughput import run_parser, start_run, store  # noqa: E402 - after the path of this folder
+from eval_throughput import run_parser, solver_scope, start_run, store  # noqa: E402 - after the path of this folder
 
 
 def parse_args(argv=None):
@@ -342,7 +342,8 @@ def main(argv=None):
     args = parse_args(argv)
     result = start_run(args)
     details = {}
-    result["rows"] = run_breakdown(args, details)
+    with solver_scope(args):
+        result["rows"] = run_breakdown(args, details)
     result["details"] = details
     print(format_table(result["rows"]), flush=True)
     store(args, result, "breakdown")

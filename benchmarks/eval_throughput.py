@@ -4,7 +4,7 @@
         [--gin_file=gin_configs/quickstart.gin] [--gin_bindings=...] [--label=after] \
         [--episodes_1shot=300] [--episodes_5shot=40] [--baseline_episodes_5shot=40] \
         [--episodes_per_call=1,auto] [--reruns=3] [--parts=1shot,5shot] \
-        [--intra_op_threads=0] [--inter_op_threads=0]
+        [--implementation=auto|tf_ops] [--intra_op_threads=0] [--inter_op_threads=0]
 
 In ONE process, on the run's best weights (as `tools/eval.py` picks them):
 
@@ -58,6 +58,9 @@ def run_parser(description):
     parser.add_argument("--gin_file", action="append", default=None,
                         help="gin config(s) of the run (default gin_configs/quickstart.gin)")
     parser.add_argument("--gin_bindings", action="append", default=[])
+    parser.add_argument("--implementation", choices=["auto", "tf_ops"], default="auto",
+                        help="the EMD solver: 'auto' (the compiled kernel on CPU) or the "
+                             "stock-op solver for every call (tf_deepemd.stock_ops_only)")
     parser.add_argument("--intra_op_threads", type=int, default=0, help="0: TF's default")
     parser.add_argument("--inter_op_threads", type=int, default=0, help="0: TF's default")
     parser.add_argument("--label", default="before",
@@ -114,6 +117,7 @@ def start_run(args):
         "gin_files": gin_files,
         "gin_bindings": args.gin_bindings,
         "threads": {"intra_op": args.intra_op_threads, "inter_op": args.inter_op_threads},
+        "implementation": args.implementation,
         "cpu_count": os.cpu_count(),
         "load_average_start": [round(x, 2) for x in os.getloadavg()],
         "tensorflow": tf.__version__,
@@ -264,11 +268,22 @@ def format_table(result):
     return "\n".join(lines)
 
 
+def solver_scope(args):
+    """Where the measurements run: `tf_deepemd.stock_ops_only()` for
+    ``--implementation=tf_ops``."""
+    import contextlib
+
+    import tf_deepemd
+
+    return tf_deepemd.stock_ops_only() if args.implementation == "tf_ops" else contextlib.nullcontext()
+
+
 def main(argv=None):
     args = parse_args(argv)
     result = start_run(args)
-    for part in args.parts:
-        result[f"eval_{part}"] = compare(args, int(part[0]))
+    with solver_scope(args):
+        for part in args.parts:
+            result[f"eval_{part}"] = compare(args, int(part[0]))
     print(format_table(result), flush=True)
     store(args, result, "rates")
 
