@@ -8,7 +8,8 @@
 //   flows:      leaf elimination; a leaf's one basic cell carries its mass;
 //   potentials: u_i + v_j = C_ij on basic cells (root potential 0);
 //   pricing:    d_ij = C_ij - u_i - v_j; the basis is optimal when d >= 0.
-// Otherwise the most negative cell enters (Dantzig), mass theta moves around
+// Otherwise a cell of negative reduced cost enters: the most negative of the
+// first block of rows (scanned cyclically) that has one; mass theta moves around
 // the cycle it closes in the tree (+theta on the entering cell, alternating
 // signs), and the cell of the smallest flow among the decreasing ones
 // leaves (ties: the smallest cell index). After a run of degenerate pivots
@@ -26,6 +27,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+
 
 
 
@@ -237,18 +239,31 @@ bool WalkTree(Simplex& s, const double* values, double* node_values) {
   return HangBelow(s, 0, values, node_values, s.order) == s.nodes;
 }
 
-// Most negative reduced cost (Dantzig), or the first below -tolerance
-// (Bland). Returns the entering cell, or -1 when the basis is optimal.
+// The entering cell: the most negative reduced cost of a block of rows
+// (Dantzig's rule on a third of the rows at a time), or the first below
+// -tolerance (Bland). Returns -1 when the basis is optimal.
 #if defined(__x86_64__) && defined(__GNUC__)
 // The pricing loop is most of the time: AVX2 where the CPU has it.
 __attribute__((target_clones("avx2", "default")))
 #endif
-int EnteringCell(const Simplex& s, double tolerance, bool first_improving) {
+int EnteringCell(const Simplex& s, double tolerance, bool first_improving, int* next_row) {
   const double* u = s.potential;
   const double* v = s.potential + s.rows;
+  if (first_improving) {
+    for (int cell = 0; cell < s.rows * s.cols; ++cell) {
+      if (s.cost[cell] - u[cell / s.cols] - v[cell % s.cols] < -tolerance) return cell;
+    }
+    return -1;
+  }
   double best = -tolerance;
   int entering = -1;
-  for (int i = 0; i < s.rows; ++i) {
+  // Block pricing: rows are scanned cyclically from where the last scan
+  // stopped, a block of rows at a time; the best cell of the first block
+  // that has an improving one enters.
+  const int block = std::max(1, s.rows / 3);
+  const int start = *next_row;
+  for (int scanned = 0; scanned < s.rows; ++scanned) {
+    const int i = (start + scanned) % s.rows;
     const double* row_cost = s.cost + i * s.cols;
     // The reduced cost is C_ij - v_j - u_i: the row's minimum of C_ij - v_j
     // is a vectorised reduction (the build passes -fopenmp-simd).
@@ -263,8 +278,11 @@ int EnteringCell(const Simplex& s, double tolerance, bool first_improving) {
           break;
         }
       }
-      if (first_improving) return entering;
       best = row_min - u[i];
+    }
+    if (entering >= 0 && (scanned + 1) % block == 0) {
+      *next_row = (i + 1) % s.rows;
+      return entering;
     }
   }
   return entering;
@@ -374,10 +392,10 @@ bool SolveNetworkSimplex(const TransportProblem& problem, SimplexWorkspace* work
 
   InitialBasis(s);
   bool optimal = false;
-  int degenerate_run = 0;
+  int degenerate_run = 0, next_row = 0;
   if (!WalkTree(s, s.cost, s.potential)) return false;
   for (int pivot = 0; pivot <= max_pivots; ++pivot) {
-    const int entering = EnteringCell(s, cost_tolerance, degenerate_run > s.nodes);
+    const int entering = EnteringCell(s, cost_tolerance, degenerate_run > s.nodes, &next_row);
     if (entering < 0) {
       optimal = true;
       break;
