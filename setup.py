@@ -23,7 +23,7 @@ class BuildTensorFlowOps(build_ext):
 
         for extension in self.extensions:
             extension.extra_compile_args = [
-                *tf.sysconfig.get_compile_flags(), "-O3", "-fopenmp-simd",
+                *tf.sysconfig.get_compile_flags(), "-O3", "-g0", "-fopenmp-simd",
                 "-Wno-deprecated-declarations", "-Wno-interference-size",
             ]
             extension.extra_link_args = tf.sysconfig.get_link_flags()

@@ -147,3 +147,12 @@ def test_the_package_has_one_version_and_ships_its_typing_marker():
     assert completed.stdout.strip().splitlines()[-1] == tf_deepemd.__version__
     assert (ROOT / "tf_deepemd" / "py.typed").is_file()
     assert '"py.typed"' in (ROOT / "setup.py").read_text()
+
+
+def test_the_kernel_is_built_against_the_tensorflow_it_runs_with():
+    """pip builds the kernel in an isolated environment from pyproject.toml's
+    requirements: its TensorFlow pin must be the runtime's (setup.py)."""
+    runtime = re.search(r'^TENSORFLOW = "(.+)"', (ROOT / "setup.py").read_text(), re.M).group(1)
+    build = re.search(r"^requires = \[(.*)\]", (ROOT / "pyproject.toml").read_text(), re.M).group(1)
+    assert f'"{runtime}"' in build, (runtime, build)
+    assert re.fullmatch(r"tensorflow-cpu==\d+\.\d+\.\*", runtime), runtime
