@@ -49,6 +49,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "emd_solver.json")
+GOAL_RESULTS = os.path.join(HERE, "results", "emd_solver_goals.json")
 # The 'L2' form's strength: the official solver function's default (its
 # training script passes 1e-6); tf_deepemd and qpth solve the same problems.
 L2_STRENGTH = 1e-4
@@ -351,7 +352,7 @@ def parse_args():
     parser.add_argument("--qpth_max_variables", type=int, default=50 * 625,
                         help="skip qpth above batch*N*N (its memory grows as batch*N^4)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", default=RESULTS)
+    parser.add_argument("--output", help=f"default {RESULTS}, with --goals {GOAL_RESULTS}")
     parser.add_argument("--worker", nargs=2, metavar=("METHOD", "PROBLEMS"),
                         help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -396,6 +397,7 @@ def run_worker(method, problems_file, args, environment):
 
 def main():
     args = parse_args()
+    args.output = args.output or (GOAL_RESULTS if args.goals else RESULTS)
     if args.worker:
         worker(args.worker[0], args.worker[1], args)
         return

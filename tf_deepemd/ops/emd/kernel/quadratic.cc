@@ -21,7 +21,11 @@
 // Once the active set is right a full Newton step lands on the exact
 // solution; the loop stops when the KKT conditions hold to rounding (the
 // flows carry eps |C| / l2 each) or after kMaxIterations (then false).
-// Start: the heavier side (else the rows) at 0, the other at min C.
+// Start: if l2 times the mean flow per cell is small against the spread of
+// C, the linear program's optimum (network_simplex.h) with its basis tree B
+// and flows F: u_i + v_j = C_ij + l2 F_ij on B, the exact solution when B
+// is the QP's support (typical at small l2: no iteration left). Otherwise
+// the heavier side (else the rows) at 0, the other at min C.
 //
 // VJP. With S the support, y the potentials of the constrained nodes (all
 // nodes if balanced, else the lighter side and the heavier nodes with a
@@ -78,13 +82,13 @@ struct Arrays {
   double* tree_values;  // n+m+2
   int *in_system, *grounded;  // n+m each
   int *label, *list;  // n+m+1, 2 (n+m) + 1
-  int* tree;  // 2 (n+m+2) + n+m+1
+  int* tree;  // 2 (n+m) + 3
 };
 
 Arrays Carve(int n, int m, QuadraticWorkspace* ws) {
   const size_t nm = size_t(n) * m, nodes = size_t(n) + m;
   ws->buffer.resize(5 * nm + 9 * nodes + size_t(m) * m + m + 2);
-  ws->indices.resize(8 * nodes + 7);
+  ws->indices.resize(7 * nodes + 5);
   double* p = ws->buffer.data();
   auto take = [&p](size_t count) { double* q = p; p += count; return q; };
   Arrays a;
@@ -419,12 +423,15 @@ bool NewtonStep(const Canonical& c, Arrays& a) {
 // QP's support stays close to the LP's basis tree).
 bool NearLinear(const Canonical& c, const Arrays& a) {
   const int cells = c.n * c.m;
-  double mean = 0, spread = 0, mass = 0;
-  for (int k = 0; k < cells; ++k) mean += a.cost[k];
-  mean /= cells;
-  for (int k = 0; k < cells; ++k) spread += (a.cost[k] - mean) * (a.cost[k] - mean);
+  double sum = 0, square = 0, mass = 0;  // of C - C_00
+#pragma omp simd reduction(+ : sum, square)
+  for (int k = 0; k < cells; ++k) {
+    const double shifted = a.cost[k] - a.cost[0];
+    sum += shifted, square += shifted * shifted;
+  }
+  const double variance = square / cells - (sum / cells) * (sum / cells);
   for (int i = 0; i < c.n; ++i) mass += a.mass[i];
-  return c.l2 * mass / cells < kNearLinear * std::sqrt(spread / cells);
+  return c.l2 * mass / cells < kNearLinear * std::sqrt(std::max(variance, 0.0));
 }
 
 // Start at the linear program's optimum: with B its basis tree and F its
@@ -451,9 +458,8 @@ bool LinearStart(const TransportProblem& p, const Canonical& c, Arrays& a,
       w[to] = value - w[from], seen[to] = grew = true;
     }
   }
-  // (u + t, v - t) puts the dummy at 0.
-  const double t = c.heavier == Heavier::kNone ? 0
-                   : seen[rows] ? -w[rows] : w[nodes - 1];
+  // (u + t, v - t) puts the dummy (if any) at 0.
+  const double t = seen[rows] ? -w[rows] : seen[nodes - 1] ? w[nodes - 1] : 0;
   for (int i = 0; i < rows; ++i)
     a.x[c.transposed ? c.n + i : i] = u[i] + (seen[i] ? w[i] + t : 0);
   for (int j = 0; j < cols; ++j)
