@@ -74,7 +74,7 @@ class DeepEMDHead(keras.layers.Layer):
         self.l2_strength = float(l2_strength)
         self.tolerance = None if tolerance is None else float(tolerance)
         self.max_iterations = int(max_iterations)
-        # XLA makes the solver's batched Cholesky slower on CPU (docs/performance.md, "XLA").
+        # XLA cannot compile the kernel and slows the stock solver (docs/performance.md, "XLA").
         self.supports_jit = False
 
     def matching_options(self):

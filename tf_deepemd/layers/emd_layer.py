@@ -78,7 +78,7 @@ class EMDLayer(keras.layers.Layer):
             raise ValueError(f"num_shards must be >= 1, got {num_shards}.")
         self.num_shards = None if num_shards is None else int(num_shards)
         self.validate_args = bool(validate_args)
-        # XLA compiles the batched Cholesky into slower CPU code (docs/performance.md, "XLA").
+        # XLA cannot compile the kernel and slows the stock solver (docs/performance.md, "XLA").
         self.supports_jit = False
 
     def call(self, cost, source_weights, target_weights):

@@ -143,7 +143,7 @@ class SFC(keras.layers.Layer):
         self.dampening = float(dampening)
         self.seed = int(seed)
         self.gradient_mode = check_choice("gradient_mode", gradient_mode, matching.GRADIENT_MODES)
-        # The loop calls the solver (XLA is slow for it on CPU, docs/performance.md, "XLA").
+        # The loop calls the solver, which XLA cannot compile well (docs/performance.md, "XLA").
         self.supports_jit = False
 
     def _sfc_options(self):
