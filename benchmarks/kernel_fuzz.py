@@ -16,6 +16,7 @@ set every tenth of the calls: it must stay flat.
 
 import argparse
 import json
+import os
 import resource
 import time
 
@@ -69,7 +70,13 @@ def fuzz(iterations, seed):
             outcomes["solved"] += 1
         except tf.errors.InvalidArgumentError:
             outcomes["InvalidArgumentError"] += 1
-    print(json.dumps({"fuzz_calls": iterations, **outcomes}))
+    with open("/proc/self/maps") as maps:
+        mapped = maps.read()
+    print(json.dumps({"fuzz_calls": iterations, **outcomes,
+                      "kernel_library": os.environ.get(kernel.LIBRARY_ENVIRONMENT_VARIABLE,
+                                                       "the built one"),
+                      "sanitizer_runtimes_loaded": [name for name in ("libasan", "libubsan")
+                                                    if name in mapped]}))
 
 
 def memory(calls, seed):
