@@ -14,7 +14,8 @@ of the stage's output w.r.t. its inputs and, for the backbone, its weights):
   and the centred cosine map [75, 5, N, N];
 * solver: EMD flows of the 375 problems and the logits (gradient_mode 'kkt';
   the 'stop_flow' backward is also reported);
-* total: the whole episode in one function (images -> logits -> loss).
+* total: the whole episode in one function (images -> logits -> loss), for
+  both gradient modes.
 
 Times are the median of `--repeats` runs after one warm-up (the warm-up
 includes tracing). Prints a table and writes
@@ -130,15 +131,19 @@ def time_config(backbone_name, image_size, repeats, seed):
 
         return solver_backward
 
-    @tf.function
-    def total_backward(x):
-        with tf.GradientTape() as tape:
-            n = encoder(x, training=True)
-            logits = matching.deepemd_match(n[WAY:], n[:WAY]).logits
-            loss = tf.reduce_mean(
-                tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
-            )
-        return tape.gradient(loss, weights)
+    def total_backward_fn(gradient_mode):
+        @tf.function
+        def total_backward(x):
+            with tf.GradientTape() as tape:
+                n = encoder(x, training=True)
+                logits = matching.deepemd_match(n[WAY:], n[:WAY],
+                                                gradient_mode=gradient_mode).logits
+                loss = tf.reduce_mean(
+                    tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+                )
+            return tape.gradient(loss, weights)
+
+        return total_backward
 
     stages = [
         ("backbone", "forward", backbone_forward, (images,)),
@@ -151,7 +156,8 @@ def time_config(backbone_name, image_size, repeats, seed):
          (similarity, source, target)),
         ("solver (stop_flow)", "forward+backward", solver_backward_fn("stop_flow"),
          (similarity, source, target)),
-        ("total (kkt)", "forward+backward", total_backward, (images,)),
+        ("total (kkt)", "forward+backward", total_backward_fn("kkt"), (images,)),
+        ("total (stop_flow)", "forward+backward", total_backward_fn("stop_flow"), (images,)),
     ]
     rows = []
     for stage, mode, fn, args in stages:
@@ -173,7 +179,7 @@ def format_table(rows):
     ]
     totals = {
         (r["backbone"], r["image_size"], r["mode"]): r["seconds"]
-        for r in rows if r["stage"].startswith("total")
+        for r in rows if r["stage"] in ("total", "total (kkt)")
     }
     for r in rows:
         total = totals.get((r["backbone"], r["image_size"], r["mode"]))
