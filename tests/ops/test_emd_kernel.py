@@ -210,6 +210,7 @@ def raw_solve(cost, source, target, l2_strength=0.0):
         ((2, 3, 4), (2, 4), (2, 4), "source_weights must have shape"),
         ((2, 3, 4), (2, 3), (3, 4), "target_weights must have shape"),
         ((3, 4), (3,), (4,), "cost must have shape"),
+        ((1, 4000, 100), (1, 4000), (1, 100), "at most 4096 rows and columns"),
     ],
 )
 def test_mismatched_shapes_name_the_argument(cost_shape, source_shape, target_shape, message):

@@ -39,6 +39,8 @@ double BalanceThreshold() {
   return std::max(1e-12, 8.0 * static_cast<double>(std::numeric_limits<T>::epsilon()));
 }
 
+constexpr int64_t kMaxNodes = 4096;
+
 struct BatchShape {
   int64_t batch = 0;
   int rows = 0, cols = 0;
@@ -53,6 +55,12 @@ Status CheckShapes(const Tensor& cost, const Tensor& source, const Tensor& targe
   shape->batch = cost.dim_size(0);
   shape->rows = static_cast<int>(cost.dim_size(1));
   shape->cols = static_cast<int>(cost.dim_size(2));
+  // The solvers' workspaces grow as (N + M)^2 per thread.
+  if (int64_t{shape->rows} + shape->cols > kMaxNodes) {
+    return InvalidArgument("cost must have at most ", kMaxNodes,
+                           " rows and columns together for the compiled kernel, got ",
+                           cost.shape().DebugString(), " (implementation='tf_ops' has no limit)");
+  }
   if (source.dims() != 2 || source.dim_size(0) != shape->batch ||
       source.dim_size(1) != shape->rows) {
     return InvalidArgument("source_weights must have shape [B, N] = [", shape->batch, ", ",
