@@ -16,14 +16,16 @@ A configuration error is printed as one line (exit code 2); any other
 error with its traceback.
 """
 
-from absl import app, flags
-from tool_entry import FLAGS, define_run_flags, define_thread_flags, start
+from absl import flags
+import tool_entry
+from tool_entry import FLAGS, define_run_flags, define_thread_flags, run, start
 
 define_run_flags()
 define_thread_flags()
 flags.DEFINE_integer("cpu_devices", 1, "split the CPU into this many logical devices "
                      "(to use run_experiment.strategy='mirrored' without GPUs).")
 flags.DEFINE_integer("keras_verbose", -1, "Keras fit verbosity; -1: bars on a terminal, else 2.")
+flags.adopt_module_key_flags(tool_entry)  # --help lists the shared flags too
 
 
 def main(argv):
@@ -49,4 +51,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run(main, on_interrupt=(
+        "run the same command again to resume: finished stages are skipped and the "
+        "interrupted one continues after its last finished epoch (the test after its last saved episode)."
+    ))

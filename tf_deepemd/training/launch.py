@@ -5,7 +5,10 @@ before its first operation, so the tools call `configure_runtime` first
 thing; importing `tf_deepemd` runs no operation.
 
 A configuration error (a setting that cannot work, found before the work
-starts) is printed as one line with exit code 2; any other error keeps its
+starts) is printed as one line with exit code 2. An error TensorFlow raises
+while running an op (e.g. a failed check inside a compiled function, whose
+message starts with ``Graph execution error:`` and the graph's stack) is
+printed as its one-line cause, exit code 1. Any other error keeps its
 traceback. The library marks its checking phases with
 `configuration_checks`; the tools call their steps through `run_or_exit`
 (`configure_or_exit` for steps that only read configuration).
@@ -17,6 +20,7 @@ import contextlib
 import functools
 import logging
 import os
+import re
 import sys
 
 import tensorflow as tf
@@ -64,6 +68,20 @@ def one_line(error):
     return f"{getattr(error, 'error_type', type(error).__name__)}: {message}"
 
 
+def op_error_cause(error):
+    """``'ErrorType: what went wrong'`` of a `tf.errors.OpError`, without the graph's stack.
+
+    A failed op inside a compiled function reports its node and function
+    names around the message (``{{function_node ...}} cost must be finite
+    ... [[{{node ...}}]] [Op:...]``); the cause is the message between them.
+    """
+    message = getattr(error, "message", None) or str(error)
+    first_line = message.strip().splitlines()[0] if message.strip() else ""
+    cause = re.sub(r"^(\{\{function_node [^}]*\}\}\s*)+", "", first_line)
+    cause = re.sub(r"\s*\[Op:[^\]]*\](\s*name:.*)?$", "", cause).strip()
+    return f"{type(error).__name__}: {cause}"
+
+
 def exit_with_one_line(error):
     """Prints ``error: <one line>`` to stderr and exits with code 2."""
     logging.getLogger(__name__).debug("configuration error", exc_info=error)
@@ -74,8 +92,9 @@ def exit_with_one_line(error):
 def run_or_exit(function, *args, **kwargs):
     """Calls ``function``; a `ConfigurationError` is printed as one line (exit 2).
 
-    Any other error propagates with its traceback. ``TF_DEEPEMD_TRACEBACK=1``
-    shows the traceback of configuration errors too.
+    A `tf.errors.OpError` is printed as its cause (`op_error_cause`, exit 1);
+    any other error propagates with its traceback. ``TF_DEEPEMD_TRACEBACK=1``
+    shows the traceback of both.
     """
     try:
         return function(*args, **kwargs)
@@ -83,6 +102,11 @@ def run_or_exit(function, *args, **kwargs):
         if os.environ.get("TF_DEEPEMD_TRACEBACK"):
             raise
         exit_with_one_line(error)
+    except tf.errors.OpError as error:
+        if os.environ.get("TF_DEEPEMD_TRACEBACK"):
+            raise
+        print(f"error: {op_error_cause(error)} (TF_DEEPEMD_TRACEBACK=1 shows where)", file=sys.stderr, flush=True)
+        sys.exit(1)
 
 
 def configure_or_exit(function, *args, **kwargs):
