@@ -119,6 +119,7 @@ def start(argv, *, log_level="warning", cpu_devices=1, configurables=()):
     for module in configurables:
         importlib.import_module(module)
     logging.set_verbosity(log_level)
+    std_logging.captureWarnings(True)  # the data's warnings as one log line each
     launch.configure_or_exit(parse_config, FLAGS.gin_file, FLAGS.gin_bindings, [CONFIG_DIR])
     return launch
 

@@ -62,6 +62,8 @@ def configure_runtime(intra_op_threads=0, inter_op_threads=0, cpu_devices=1):
 def one_line(error):
     """``'ErrorType: message'`` on a single line (a configuration error under its cause's type)."""
     message = " ".join(str(error).split())
+    # gin appends where it called the configurable, a function's repr included.
+    message = re.sub(r"\s*In call to configurable '[^']*' \(<[^>]*>\)$", "", message)
     if isinstance(error, KeyError) and message.startswith("'") and message.endswith("'"):
         message = message[1:-1]
     # getattr, not isinstance: gin re-raises errors as proxies of their type.

@@ -17,6 +17,7 @@ from typing import Any, Mapping, Optional
 import gin
 
 from tf_deepemd import run_folder
+from tf_deepemd.training.data_source import PIPELINE_OPTIONS
 from tf_deepemd.training.experiment import run_experiment
 from tf_deepemd.training.model_config import make_model
 
@@ -31,7 +32,12 @@ def run_setting(name):
 
 @dataclasses.dataclass(frozen=True)
 class RunSettings:
-    """The gin-bound `run_experiment` settings the tools after training need."""
+    """The gin-bound `run_experiment` settings the tools after training need.
+
+    ``dataset_options`` holds the dataset reader's options only (not the
+    episode pipelines' ``on_small_class`` or ``on_bad_image``): the tools
+    read splits with `tf_deepemd.data.load_split`.
+    """
 
     model_dir: Optional[str]
     dataset: Optional[str]
@@ -50,7 +56,8 @@ def run_settings(model_dir: Optional[str] = None) -> RunSettings:
         model_dir=model_dir or run_setting("model_dir"),
         dataset=run_setting("dataset"),
         data_dir=run_setting("data_dir"),
-        dataset_options=dict(run_setting("dataset_options") or {}),
+        dataset_options={key: value for key, value in dict(run_setting("dataset_options") or {}).items()
+                         if key not in PIPELINE_OPTIONS},
         image_size=int(run_setting("image_size")),
         test_split=run_setting("test_split"),
         way=int(run_setting("way")),
