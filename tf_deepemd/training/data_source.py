@@ -63,13 +63,6 @@ class DataSource:
     def check(self):
         """Raises ValueError for an unknown dataset or option, or a missing data_dir."""
         info = dataset_info(self.name)  # ValueError naming the known datasets
-        accepted = info.options() + PIPELINE_OPTIONS
-        unknown = sorted(set(self.options) - set(accepted))
-        if unknown:
-            raise ValueError(
-                f"Unknown run_experiment.dataset_options {unknown} for dataset {self.name!r}; "
-                f"it accepts {list(accepted)}."
-            )
         needs_dir = self.name not in DATASETS_WITHOUT_DATA_DIR and self.options.get("source") != "tfds"
         if needs_dir and not self.data_dir:
             tfds_default = (
@@ -79,6 +72,13 @@ class DataSource:
             raise ValueError(
                 f"Dataset {self.name!r} needs a data_dir (expected layout: {info.layout}); "
                 f"bind run_experiment.data_dir='/path/to/data'{tfds_default}."
+            )
+        accepted = info.options() + PIPELINE_OPTIONS
+        unknown = sorted(set(self.options) - set(accepted))
+        if unknown:
+            raise ValueError(
+                f"Unknown run_experiment.dataset_options {unknown} for dataset {self.name!r}; "
+                f"it accepts {list(accepted)}."
             )
 
     def episodes(self, split, way, shot, query, num_episodes, training=False, seed_offset=0):

@@ -174,7 +174,7 @@ def test_model(run, weights, test_episodes, results_file, callbacks):
                     episode_shape=list(run.test_shape), episodes=int(test_episodes))
     progress = test_stage.TestProgress(test_stage.progress_path(run.root, results_file), identity)
     scores = test_stage.run_test(run.test_model, run.test_episodes, int(test_episodes), progress, callbacks,
-                                 log_every=max(1, min(500, test_episodes // 10)))
+                                 show_progress=True)
     log.info(
         "test: accuracy %.2f +- %.2f %% over %d episodes, %.2f episodes/s",
         scores.accuracy, scores.ci95, scores.episodes, scores.episodes_per_second,

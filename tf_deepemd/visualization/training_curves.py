@@ -43,7 +43,8 @@ def read_csv_log(path: str) -> dict[str, np.ndarray]:
     """Numeric columns of a Keras CSV log, one value per epoch (the last row of a repeated epoch).
 
     Returns:
-      ``{column: float64 [epochs]}`` sorted by the ``epoch`` column (0-based).
+      ``{column: float64 [epochs]}`` sorted by the ``epoch`` column (from 1
+      in a run's ``log.csv``, `tf_deepemd.training.run_logs.EpochCSVLogger`).
 
     Raises:
       ValueError: no ``epoch`` column or no rows. OSError: unreadable file.
@@ -90,7 +91,7 @@ def plot_training_curves(
     figure = new_figure(5.2 * len(paths), 6.4)
     grid = figure.add_gridspec(2, len(paths), height_ratios=(2.0, 1.0))
     for column, (csv_path, values) in enumerate(zip(paths, logs)):
-        epochs = values["epoch"] + 1  # 1-based, as the log lines
+        epochs = values["epoch"]  # from 1 in a run's log.csv
         accuracy_axes = figure.add_subplot(grid[0, column])
         loss_axes = figure.add_subplot(grid[1, column], sharex=accuracy_axes)
         accuracies = [n for n in values if n.endswith("accuracy")]
