@@ -17,9 +17,9 @@ Flags override the gin settings ``retrieval.*``. A configuration error is
 printed as one line (exit 2).
 """
 
-from absl import flags, logging
+from absl import flags
 import tool_entry
-from tool_entry import FLAGS, define_run_flags, define_thread_flags, run, start
+from tool_entry import FLAGS, define_run_flags, define_thread_flags, run, set_log_level, start
 
 define_run_flags(weights_verb="evaluate")
 flags.DEFINE_string("split", None, "gallery split (retrieval.split; default 'test').")
@@ -64,7 +64,7 @@ def main(argv):
     from tf_deepemd.retrieval.from_run import retrieve_run
 
     settings = launch.configure_or_exit(settings_from_flags)
-    logging.set_verbosity(logging.INFO)
+    set_log_level("info")
     results, output = launch.run_or_exit(
         retrieve_run, FLAGS.model_dir, weights=FLAGS.weights, index_file=FLAGS.index_file,
         output=FLAGS.output, settings=settings,

@@ -96,6 +96,12 @@ def import_tensorflow(verbose=False):
         std_logging.getLogger("tensorflow").setLevel(std_logging.WARNING)
 
 
+def set_log_level(level):
+    """The library's log level; TensorFlow's own absl INFO lines only with ``--verbose``."""
+    logging.set_verbosity("info" if FLAGS.verbose else "warning")
+    std_logging.getLogger("tf_deepemd").setLevel(level.upper())
+
+
 def start(argv, *, log_level="warning", cpu_devices=1, configurables=()):
     """The start of every tool's ``main``; returns `tf_deepemd.training.launch`.
 
@@ -118,7 +124,7 @@ def start(argv, *, log_level="warning", cpu_devices=1, configurables=()):
 
     for module in configurables:
         importlib.import_module(module)
-    logging.set_verbosity(log_level)
+    set_log_level(log_level)
     std_logging.captureWarnings(True)  # the data's warnings as one log line each
     launch.configure_or_exit(parse_config, FLAGS.gin_file, FLAGS.gin_bindings, [CONFIG_DIR])
     return launch

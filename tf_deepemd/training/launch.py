@@ -73,13 +73,17 @@ def one_line(error):
 def op_error_cause(error):
     """``'ErrorType: what went wrong'`` of a `tf.errors.OpError`, without the graph's stack.
 
-    A failed op inside a compiled function reports its node and function
-    names around the message (``{{function_node ...}} cost must be finite
-    ... [[{{node ...}}]] [Op:...]``); the cause is the message between them.
+    A failed op inside a compiled function reports ``Graph execution
+    error:``, then for each node ``Detected at node <name> defined at (most
+    recent call last):`` and its Python stack, then the message between the
+    function's and the node's names (``{{function_node ...}} cost must be
+    finite ... [[{{node ...}}]] [Op:...]``); the cause is that message.
     """
     message = getattr(error, "message", None) or str(error)
-    first_line = message.strip().splitlines()[0] if message.strip() else ""
-    cause = re.sub(r"^(\{\{function_node [^}]*\}\}\s*)+", "", first_line)
+    stack_lines = ("Graph execution error:", "Detected at node ", "<stack traces unavailable>")
+    lines = [line for line in message.splitlines()
+             if line.strip() and not line.startswith(stack_lines) and not line.startswith("  ")]
+    cause = re.sub(r"^(\{\{function_node [^}]*\}\}\s*)+", "", lines[0] if lines else "")
     cause = re.sub(r"\s*\[Op:[^\]]*\](\s*name:.*)?$", "", cause).strip()
     return f"{type(error).__name__}: {cause}"
 
