@@ -181,3 +181,24 @@ def test_a_failed_op_in_a_graph_is_printed_as_its_cause(capsys, monkeypatch):
     assert capsys.readouterr().err == (
         "error: InvalidArgumentError: cost must be finite (no NaN or Inf). : Tensor had NaN values "
         "(TF_DEEPEMD_TRACEBACK=1 shows where)\n")
+
+
+def test_without_matplotlib_the_summary_says_once_how_to_get_accuracy_png(tmp_path):
+    # A matplotlib that cannot be imported, first on the path.
+    hidden = tmp_path / "no_matplotlib" / "matplotlib"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text("raise ImportError('No module named matplotlib')\n")
+    env = dict(user_env(), PYTHONPATH=os.pathsep.join([str(hidden.parent), REPO]))
+    model_dir = tmp_path / "run"
+    command = [sys.executable, tool("train"), f"--model_dir={model_dir}", "--gin_file=gin_configs/base/protocol.gin"]
+    command += [f"--gin_bindings={b}" for b in tiny_bindings(tmp_path / "demo", "pretrain.epochs = 1",
+                                                             "meta_train.epochs = 1")]
+    completed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    output = completed.stdout + completed.stderr
+    assert output.count("pip install") == 1 and "No accuracy plot" not in output, output[-3000:]
+    assert completed.stdout.splitlines()[-1] == (
+        "No accuracy.png: matplotlib is needed for figures: pip install -e '.[plots]' in the repository "
+        "(or pip install matplotlib). Then tools/visualize.py --figures=accuracy draws it from the logs.")
+    assert not list(model_dir.glob("*/accuracy.png"))
