@@ -33,10 +33,10 @@ def test_log_lines_give_count_rate_and_time_left(clock, caplog):
     display = Progress(300, "test", interactive=False)
     for done in range(12, 301, 12):  # a call of 12 episodes every 0.8 s: 15 episodes/s
         clock.now += 0.8
-        display.update(done, accuracy=80.0)
+        display.update(done, **{"accuracy (%)": 80.0})
     lines = [record.getMessage() for record in caplog.records]
     # A line once 5 s have passed and a tenth more is done; none at the end (the caller's summary).
-    assert lines[0] == "test: 84/300 episodes, 15.00 episodes/s, 14 s left, accuracy 80"
+    assert lines[0] == "test: 84/300 episodes, 15.00 episodes/s, 14 s left, accuracy (%) 80.00"
     assert len(lines) == 3 and all(" left" in line for line in lines)
     assert [int(line.split()[1].split("/")[0]) for line in lines] == [84, 168, 252]
 
@@ -62,9 +62,9 @@ def test_on_a_terminal_a_keras_bar_with_time_left(monkeypatch):
     out = io.StringIO()
     monkeypatch.setattr("sys.stdout", out)
     display = Progress(300, "test", interactive=True)
-    display.update(12, accuracy=0.8)
-    display.update(24, accuracy=0.81)
-    assert "24/300" in out.getvalue() and "/episode" in out.getvalue() and "accuracy: 0.81" in out.getvalue()
+    display.update(12, **{"accuracy (%)": 80.0})
+    display.update(24, **{"accuracy (%)": 81.0})
+    assert "24/300" in out.getvalue() and "/episode" in out.getvalue() and "accuracy (%): 81.0000" in out.getvalue()
 
 
 def test_format_seconds():
@@ -79,7 +79,7 @@ def test_the_evaluator_reports_every_call_with_its_exact_count(monkeypatch):
             updates.append(("total", total, description))
 
         def update(self, done, **values):
-            updates.append((done, round(values["accuracy"], 6)))
+            updates.append((done, round(values["accuracy (%)"], 6)))
 
     monkeypatch.setattr(evaluate, "Progress", Recorder)
     labels = tf.constant([0, 1])

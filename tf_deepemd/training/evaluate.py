@@ -197,7 +197,7 @@ class EpisodeEvaluator:
             if warm is None:
                 warm, warm_count = time.perf_counter(), len(accuracies)
             if display:
-                display.update(len(accuracies), accuracy=float(np.mean(accuracies)))
+                display.update(len(accuracies), **{"accuracy (%)": float(np.mean(accuracies))})
         end = time.perf_counter()
         if not accuracies:
             raise ValueError("The episode dataset is empty.")

@@ -70,7 +70,10 @@ class Progress:
         return (done - self._start_count) / max(time.perf_counter() - self._start_time, 1e-9)
 
     def update(self, done: int, **values: float):
-        """``done`` units of ``total`` are finished; ``values`` (e.g. a running accuracy) are shown."""
+        """``done`` units of ``total`` are finished; ``values`` (e.g. a running accuracy) are shown.
+
+        Pass names with their unit, e.g. ``**{"accuracy (%)": 78.4}``.
+        """
         if self._bar is not None:
             self._bar.update(done, values=list(values.items()), finalize=done >= self.total)
             return
@@ -81,7 +84,7 @@ class Progress:
             return
         rate = self.rate(done)
         left = (self.total - done) / rate if rate > 0 else float("inf")
-        shown = "".join(f", {name} {value:.4g}" for name, value in values.items())
+        shown = "".join(f", {name} {value:.2f}" for name, value in values.items())
         log.info("%s: %d/%d %ss, %.2f %ss/s, %s left%s", self.description, done, self.total, self.unit,
                  rate, self.unit, format_seconds(left) if left != float("inf") else "?", shown)
         self._last_line_time, self._last_line_count = now, done

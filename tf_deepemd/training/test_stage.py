@@ -133,7 +133,7 @@ def run_test(model, episodes, num_episodes, progress, callbacks=(), save_every=N
                 progress.save()
             callbacks.on_predict_batch_end(index - 1, {"accuracy": float(accuracy)})
         if display:
-            display.update(index, accuracy=float(np.mean(progress.accuracies)))
+            display.update(index, **{"accuracy (%)": float(np.mean(progress.accuracies))})
     if progress.steady_episodes == 0:  # one call only: count it, tracing included
         progress.steady_episodes = len(progress.accuracies) - done
         progress.steady_seconds = time.perf_counter() - start
