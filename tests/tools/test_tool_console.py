@@ -116,8 +116,9 @@ def test_ctrl_c_stops_training_with_one_line_and_exit_130_on_a_quiet_console(tmp
     command = [sys.executable, tool("train"), f"--model_dir={model_dir}",
                "--gin_file=gin_configs/base/protocol.gin"]
     command += [f"--gin_bindings={b}" for b in tiny_bindings(tmp_path / "demo", "pretrain.epochs = 50")]
-    process = subprocess.Popen(command, cwd=REPO, env=user_env(), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    # As started from a terminal: SIGINT not ignored (a background job inherits it ignored).
+    process = subprocess.Popen(command, cwd=REPO, env=user_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     log_csv = model_dir / "pretrain" / "log.csv"
     deadline = time.monotonic() + 120
     while not (log_csv.exists() and len(log_csv.read_text().splitlines()) >= 3):  # 2 epochs done

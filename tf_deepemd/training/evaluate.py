@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import logging
 import time
 import weakref
 from typing import Optional
@@ -19,8 +18,6 @@ import tensorflow as tf
 
 from tf_deepemd.data.reader import pipeline_options
 from tf_deepemd.training.progress import Progress
-
-log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
