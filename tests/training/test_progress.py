@@ -97,3 +97,11 @@ def test_the_evaluator_reports_every_call_with_its_exact_count(monkeypatch):
     np.testing.assert_allclose(result.per_episode, per_episode)
     assert updates == [("total", 7, "validation"), (3, round(np.mean(per_episode[:3]), 6)),
                        (6, round(np.mean(per_episode[:6]), 6)), (7, round(np.mean(per_episode), 6))]
+
+
+def test_units_with_their_own_plural(clock, caplog):
+    caplog.set_level(logging.INFO, logger=progress.__name__)
+    display = Progress(100, "retrieval", unit="query", units="queries", interactive=False)
+    clock.now += 10.0
+    display.update(20)
+    assert caplog.records[0].getMessage() == "retrieval: 20/100 queries, 2.00 queries/s, 40 s left"

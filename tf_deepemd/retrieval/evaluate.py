@@ -177,7 +177,7 @@ def evaluate_leave_one_out(
     for method in emd_methods:
         rerank(query_nodes, gallery_nodes, candidates, method, **solver)[0].numpy()
 
-    display = Progress(len(rows), progress, unit="query") if progress else None
+    display = Progress(len(rows), progress, unit="query", units="queries") if progress else None
     for start in range(0, len(rows), query_batch_size):
         batch_rows = rows[start : start + query_batch_size]
         query_nodes, query_global, exclude = batch_inputs(batch_rows)

@@ -44,18 +44,19 @@ class Progress:
     Args:
       total: units the loop will do (from where it starts counting).
       description: what the loop is, first on each log line (e.g. ``'test'``).
-      unit: the unit's name (``'episode'``, ``'query'``).
+      unit, units: the unit's name, singular and plural (default ``unit``
+        + ``'s'``), e.g. ``'query'``, ``'queries'``.
       interactive: a progress bar (True) or log lines (False); None: a bar
         when standard output is a terminal.
       start: units already done before this run (a resumed loop); the rate
         counts only the units done here.
     """
 
-    def __init__(self, total: int, description: str, unit: str = "episode",
+    def __init__(self, total: int, description: str, unit: str = "episode", units: Optional[str] = None,
                  interactive: Optional[bool] = None, start: int = 0):
         self.total = int(total)
         self.description = description
-        self.unit = unit
+        self.units = units or unit + "s"
         self.interactive = sys.stdout.isatty() if interactive is None else bool(interactive)
         self._start_count = int(start)
         self._start_time = self._last_line_time = time.perf_counter()
@@ -85,6 +86,6 @@ class Progress:
         rate = self.rate(done)
         left = (self.total - done) / rate if rate > 0 else float("inf")
         shown = "".join(f", {name} {value:.2f}" for name, value in values.items())
-        log.info("%s: %d/%d %ss, %.2f %ss/s, %s left%s", self.description, done, self.total, self.unit,
-                 rate, self.unit, format_seconds(left) if left != float("inf") else "?", shown)
+        log.info("%s: %d/%d %s, %.2f %s/s, %s left%s", self.description, done, self.total, self.units,
+                 rate, self.units, format_seconds(left) if left != float("inf") else "?", shown)
         self._last_line_time, self._last_line_count = now, done
