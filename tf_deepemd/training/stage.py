@@ -58,7 +58,7 @@ class EpisodeValidation(keras.callbacks.Callback):
         self.key = key
 
     def on_epoch_end(self, epoch, logs=None):
-        result = self.evaluator(self.episodes(epoch), progress=f"{self.stage}: validation")
+        result = self.evaluator(self.episodes(epoch), progress=f"{self.stage} validation")
         if logs is not None:
             logs[self.key] = result.accuracy / 100.0
             logs[self.key + "_ci95"] = result.ci95 / 100.0
