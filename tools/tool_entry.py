@@ -40,8 +40,8 @@ flags.DEFINE_bool(
 def define_run_flags(*, weights_verb=None):
     """`--gin_file`, `--gin_bindings` and `--model_dir`, plus `--weights` when
     the tool can use another weights file ("export", "evaluate", ...)."""
-    flags.DEFINE_multi_string("gin_file", [], "gin config file(s) of the run, parsed in order.")
-    flags.DEFINE_multi_string("gin_bindings", [], "gin bindings, applied after the files.")
+    flags.DEFINE_multi_string("gin_file", [], "gin config file(s) of the run, parsed in order")
+    flags.DEFINE_multi_string("gin_bindings", [], "gin bindings, applied after the files")
     flags.DEFINE_string(
         "model_dir", None, "the run's folder; overrides run_experiment.model_dir."
     )
