@@ -85,8 +85,9 @@ def import_tensorflow(verbose=False):
     ``TF_CPP_MIN_LOG_LEVEL`` as the user set it, else 0 with ``verbose``,
     else `QUIET_CPP_LOG_LEVEL`. The oneDNN banner TensorFlow prints while
     loading (an INFO line written before its log level is read) is held
-    back unless INFO lines are wanted; TensorFlow's Python INFO logs (e.g.
-    the checkpoint saver's timings) are hidden unless ``verbose``.
+    back unless INFO lines are wanted; the INFO lines of TensorFlow's Python
+    logger are hidden unless ``verbose`` (its absl INFO lines, e.g. the
+    checkpoint saver's timings: `set_log_level`).
     """
     level = os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else QUIET_CPP_LOG_LEVEL)
     loading = _stderr_held_back() if level.strip() not in ("", "0") else contextlib.nullcontext()
