@@ -50,7 +50,7 @@ def required_flags(name, tmp_path):
 
 
 def configuration_errors(name, tmp_path):
-    """``{case: (arguments, expected message)}`` of the errors a user makes with this tool."""
+    """``{case: (arguments, fragments of the one error line)}`` of the errors a user makes with this tool."""
     quickstart = "--gin_file=gin_configs/quickstart.gin"
     cases = {
         "misspelt gin file": (["--gin_file=gin_configs/quickstrat.gin"],
