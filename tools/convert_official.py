@@ -17,14 +17,16 @@ line (exit 2).
 
 import os
 
-from absl import app, flags
-from tool_entry import FLAGS, define_run_flags, start
+from absl import flags
+import tool_entry
+from tool_entry import FLAGS, define_run_flags, run, start
 
 define_run_flags()
 flags.DEFINE_string("checkpoint", None, "the official checkpoint (.pth) to convert.")
 flags.DEFINE_string("output", None, "the .weights.h5 file to write (default: "
                     "<model_dir>/official.weights.h5).")
 flags.mark_flag_as_required("checkpoint")
+flags.adopt_module_key_flags(tool_entry)  # --help lists the shared flags too
 
 
 def convert(checkpoint, model_dir, output):
@@ -55,4 +57,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run(main)

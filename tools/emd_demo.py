@@ -6,16 +6,18 @@ against SciPy's HiGHS LP solver, and shows the gradient that makes the layer
 trainable.
 """
 
-import os
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
+from absl import app, flags
+import tool_entry
+from tool_entry import FLAGS, define_thread_flags, import_tensorflow, run
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from scipy.optimize import linprog  # noqa: E402
-
-import tf_deepemd  # noqa: E402
+flags.DEFINE_integer("problems", 375, "EMD problems solved in one batch (375: one 5-way 15-query "
+                     "episode); the first 5 are checked against HiGHS.", lower_bound=5)
+flags.DEFINE_integer("nodes", 25, "nodes per side of each problem (25: a 5 x 5 feature map).", lower_bound=1)
+define_thread_flags()
+flags.adopt_module_key_flags(tool_entry)  # --help lists the shared flags too
 
 
 def deepemd_problems(rng, batch, nodes, channels=64):
@@ -32,6 +34,8 @@ def deepemd_problems(rng, batch, nodes, channels=64):
 
 def highs_transport_cost(cost, source, target):
     """The same LP (row sums <= source, column sums <= target, total = min) by HiGHS."""
+    from scipy.optimize import linprog
+
     cost, source, target = (np.asarray(x, np.float64) for x in (cost, source, target))
     n, m = cost.shape
     rows = np.kron(np.eye(n), np.ones((1, m)))
@@ -42,10 +46,21 @@ def highs_transport_cost(cost, source, target):
     return result.fun
 
 
-def main():
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    import_tensorflow(FLAGS.verbose)
+    import tensorflow as tf
+
+    import tf_deepemd
+    from tf_deepemd.training.launch import configure_runtime
+
+    configure_runtime(FLAGS.intra_op_threads, FLAGS.inter_op_threads)
     rng = np.random.default_rng(0)
-    cost, source, target = deepemd_problems(rng, batch=375, nodes=25)
-    print("375 EMD problems of 25 x 25 nodes (one 5-way 15-query episode of DeepEMD-FCN)")
+    problems, nodes = FLAGS.problems, FLAGS.nodes
+    cost, source, target = deepemd_problems(rng, batch=problems, nodes=nodes)
+    print(f"{problems} EMD problems of {nodes} x {nodes} nodes (375 of 25 x 25: one 5-way 15-query "
+          "episode of DeepEMD-FCN)")
 
     solve = tf.function(lambda c, a, b: tf_deepemd.solve_emd(c, a, b))
     result = solve(cost, source, target)  # traces the graph once
@@ -72,4 +87,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

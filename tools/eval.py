@@ -13,14 +13,16 @@ episodes per second. A configuration error is printed as one line (exit 2).
 
 import os
 
-from absl import app, flags
-from tool_entry import FLAGS, define_run_flags, define_thread_flags, start
+from absl import flags
+import tool_entry
+from tool_entry import FLAGS, define_run_flags, define_thread_flags, run, start
 
 define_run_flags()
 flags.DEFINE_integer("episodes", None, "test episodes (default: run_experiment.test_episodes).")
 flags.DEFINE_string("output", None, "results file name inside model_dir (default "
                     "eval_<split>_<way>way_<shot>shot.json).")
 define_thread_flags()
+flags.adopt_module_key_flags(tool_entry)  # --help lists the shared flags too
 
 
 def main(argv):
@@ -49,4 +51,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run(main, on_interrupt=(
+        "run the same command again to resume the test after its last saved episode."
+    ))

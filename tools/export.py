@@ -14,8 +14,9 @@ model dir it exports an untrained model for a demo, with a warning.
 A configuration error is printed as one line (exit 2).
 """
 
-from absl import app, flags
-from tool_entry import FLAGS, define_run_flags, start
+from absl import flags
+import tool_entry
+from tool_entry import FLAGS, define_run_flags, run, start
 
 define_run_flags(weights_verb="export")
 flags.DEFINE_string("export_dir", None, "TF Serving's model base folder; <export_dir>/<version>/ is written.")
@@ -25,6 +26,7 @@ flags.DEFINE_list("normalization", None, "6 floats mean_r,mean_g,mean_b,std_r,st
                   "units (default: the run dataset's evaluation normalisation).")
 flags.DEFINE_string("model_name", "deepemd", "the served model's name (MODEL_NAME), used in warmup requests.")
 flags.mark_flag_as_required("export_dir")
+flags.adopt_module_key_flags(tool_entry)  # --help lists the shared flags too
 
 
 def parse_normalization(values):
@@ -59,4 +61,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run(main)

@@ -17,8 +17,9 @@ Flags override the gin settings ``retrieval.*``. A configuration error is
 printed as one line (exit 2).
 """
 
-from absl import app, flags, logging
-from tool_entry import FLAGS, define_run_flags, define_thread_flags, start
+from absl import flags
+import tool_entry
+from tool_entry import FLAGS, define_run_flags, define_thread_flags, run, set_log_level, start
 
 define_run_flags(weights_verb="evaluate")
 flags.DEFINE_string("split", None, "gallery split (retrieval.split; default 'test').")
@@ -32,6 +33,7 @@ flags.DEFINE_float("solver_tolerance", None, "EMD solver tolerance of the re-ran
 flags.DEFINE_string("index_file", None, "gallery index .npz: loaded if it exists (same weights/data), else written.")
 flags.DEFINE_string("output", None, "results JSON (default <model_dir>/retrieval_<dataset>_<split>.json).")
 define_thread_flags()
+flags.adopt_module_key_flags(tool_entry)  # --help lists the shared flags too
 
 
 def settings_from_flags():
@@ -62,7 +64,7 @@ def main(argv):
     from tf_deepemd.retrieval.from_run import retrieve_run
 
     settings = launch.configure_or_exit(settings_from_flags)
-    logging.set_verbosity(logging.INFO)
+    set_log_level("info")
     results, output = launch.run_or_exit(
         retrieve_run, FLAGS.model_dir, weights=FLAGS.weights, index_file=FLAGS.index_file,
         output=FLAGS.output, settings=settings,
@@ -81,4 +83,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run(main)

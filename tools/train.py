@@ -16,25 +16,35 @@ A configuration error is printed as one line (exit code 2); any other
 error with its traceback.
 """
 
-from absl import app, flags
-from tool_entry import FLAGS, define_run_flags, define_thread_flags, start
+import os
+
+from absl import flags
+import tool_entry
+from tool_entry import FLAGS, define_run_flags, define_thread_flags, run, start
 
 define_run_flags()
 define_thread_flags()
 flags.DEFINE_integer("cpu_devices", 1, "split the CPU into this many logical devices "
                      "(to use run_experiment.strategy='mirrored' without GPUs).")
 flags.DEFINE_integer("keras_verbose", -1, "Keras fit verbosity; -1: bars on a terminal, else 2.")
+flags.adopt_module_key_flags(tool_entry)  # --help lists the shared flags too
 
 
 def main(argv):
     launch = start(argv, log_level="info", cpu_devices=FLAGS.cpu_devices)
     from tf_deepemd.training.experiment import run_experiment
+    from tf_deepemd.visualization.figures import require_matplotlib
     from tf_deepemd.visualization.training_curves import AccuracyPlot
 
+    try:
+        require_matplotlib()
+        no_plots = None
+    except ImportError as error:  # said once, at the end
+        no_plots = error
     overrides = {
         "verbose": launch.keras_verbosity(FLAGS.keras_verbose),
         # accuracy.png next to each stage's log.csv, redrawn every epoch.
-        "stage_callbacks": lambda files: [AccuracyPlot(files.log_csv)],
+        "stage_callbacks": lambda files: [] if no_plots else [AccuracyPlot(files.log_csv)],
     }
     if FLAGS.model_dir:
         overrides["model_dir"] = FLAGS.model_dir
@@ -46,7 +56,18 @@ def main(argv):
             f"({results['episodes']} episodes); results in {results['model_dir']}/results.json",
             flush=True,
         )
+    if no_plots:
+        print(f"No accuracy.png: {no_plots} Then tools/visualize.py --figures=accuracy draws it from the "
+              "logs.", flush=True)
+    else:
+        plots = [os.path.join(results["model_dir"], stage, "accuracy.png") for stage in results["stages"]]
+        plots = [path for path in plots if os.path.isfile(path)]
+        if plots:
+            print(f"accuracy per epoch: {', '.join(plots)}", flush=True)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run(main, on_interrupt=(
+        "run the same command again to resume: finished stages are skipped and the "
+        "interrupted one continues after its last finished epoch (the test after its last saved episode)."
+    ))

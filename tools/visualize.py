@@ -22,8 +22,9 @@ a note in the titles, when the model dir has none). Needs matplotlib
 line (exit 2).
 """
 
-from absl import app, flags
-from tool_entry import FLAGS, define_run_flags, start
+from absl import flags
+import tool_entry
+from tool_entry import FLAGS, define_run_flags, run, start
 
 define_run_flags(weights_verb="draw with")
 flags.DEFINE_string("output_dir", None, "folder of the PNG files.")
@@ -40,6 +41,7 @@ flags.DEFINE_enum("node_weights", None, ["cross_reference", "uniform"], "matchin
 flags.DEFINE_integer("num_flows", 10, "flow lines drawn in matching.png.")
 flags.DEFINE_list("csv", None, "training logs for accuracy.png (default <model_dir>/<stage>/log.csv).")
 flags.mark_flag_as_required("output_dir")
+flags.adopt_module_key_flags(tool_entry)  # --help lists the shared flags too
 
 
 def main(argv):
@@ -73,4 +75,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run(main)

@@ -38,14 +38,19 @@ def epochs_logged(model_dir, stage):
         return [int(row["epoch"]) for row in csv.DictReader(stream)]
 
 
-def scalar_tags(event_dir):
-    tags = set()
+def scalar_steps(event_dir):
+    """``{(writer, tag): sorted steps}`` of the event files under ``event_dir``."""
+    steps = {}
     for path in glob.glob(os.path.join(event_dir, "*", "events.out.tfevents.*")):
         for record in tf.data.TFRecordDataset(path):
             event = event_pb2.Event.FromString(record.numpy())
             for value in event.summary.value:
-                tags.add((os.path.basename(os.path.dirname(path)), value.tag))
-    return tags
+                steps.setdefault((os.path.basename(os.path.dirname(path)), value.tag), []).append(event.step)
+    return {key: sorted(values) for key, values in steps.items()}
+
+
+def scalar_tags(event_dir):
+    return set(scalar_steps(event_dir))
 
 
 def test_run_writes_results_logs_and_config(full_run):
@@ -60,7 +65,7 @@ def test_run_writes_results_logs_and_config(full_run):
     assert 0.0 <= written["accuracy"] <= 100.0 and written["ci95"] > 0.0
     assert written["weights"].endswith(os.path.join("meta_train", "best.weights.h5"))
     for stage in ("pretrain", "meta_train"):
-        assert epochs_logged(model_dir, stage) == [0, 1]
+        assert epochs_logged(model_dir, stage) == [1, 2]  # from 1, as the console
         assert os.path.isfile(os.path.join(model_dir, stage, "done.json"))
         # The accuracy-per-epoch plot next to the CSV log (a real PNG).
         with open(os.path.join(model_dir, stage, "accuracy.png"), "rb") as stream:
@@ -70,6 +75,9 @@ def test_run_writes_results_logs_and_config(full_run):
     assert {("train", "epoch_loss"), ("validation", "epoch_episode_accuracy")} <= meta_tags
     pretrain_tags = scalar_tags(os.path.join(model_dir, "pretrain", "tensorboard"))
     assert {("train", "epoch_accuracy"), ("validation", "epoch_episode_accuracy")} <= pretrain_tags
+    # The same epoch numbers as log.csv and the console.
+    steps = scalar_steps(os.path.join(model_dir, "meta_train", "tensorboard"))
+    assert steps[("train", "epoch_loss")] == steps[("validation", "epoch_episode_accuracy")] == [1, 2]
     operative = open(os.path.join(model_dir, "operative_config.gin")).read()
     assert "pretrain.batch_size = 32" in operative
     assert "make_model.backbone = 'conv4'" in operative
@@ -96,19 +104,19 @@ def test_interrupted_run_resumes_and_matches_uninterrupted_run(full_run, demo_di
     configure_tiny(demo_dir)
     with pytest.raises(Interrupt):
         run_experiment(model_dir=model_dir, callbacks=[InterruptAfter("PretrainClassifier", 0)])
-    assert epochs_logged(model_dir, "pretrain") == [0]
+    assert epochs_logged(model_dir, "pretrain") == [1]
     configure_tiny(demo_dir)
     with pytest.raises(Interrupt):
         run_experiment(model_dir=model_dir, callbacks=[InterruptAfter("DeepEMD", 0)])
     # Pre-training continued at its 2nd epoch and finished; meta-training stopped after one.
-    assert epochs_logged(model_dir, "pretrain") == [0, 1]
+    assert epochs_logged(model_dir, "pretrain") == [1, 2]
     assert os.path.isfile(os.path.join(model_dir, "pretrain", "done.json"))
-    assert epochs_logged(model_dir, "meta_train") == [0]
+    assert epochs_logged(model_dir, "meta_train") == [1]
     pretrain_log = open(os.path.join(model_dir, "pretrain", "log.csv")).read()
 
     configure_tiny(demo_dir)
     results = run_experiment(model_dir=model_dir)
-    assert epochs_logged(model_dir, "meta_train") == [0, 1]
+    assert epochs_logged(model_dir, "meta_train") == [1, 2]
     # The finished stage was skipped, not run again.
     assert open(os.path.join(model_dir, "pretrain", "log.csv")).read() == pretrain_log
 

@@ -2,9 +2,13 @@
 
 Layouts:
 
-* ``root/<class>/<images>`` (read with ``split="all"``), or
 * ``root/<split>/<class>/<images>``, e.g. tieredImageNet's
-  ``{train,val,test}/<wnid>/<image>`` (351/97/160 classes).
+  ``{train,val,test}/<wnid>/<image>`` (351/97/160 classes), or
+* ``root/<class>/<images>``: read whole with ``split="all"``; as
+  ``"train"``, ``"val"`` and ``"test"`` (when ``root`` has none of these
+  folders) its classes are divided between them, ``class_split`` fractions
+  of them each (64/16/20 % by default, miniImageNet's proportions) in an
+  order fixed by their names: few-shot splits never share a class.
 
 A class is a leaf folder: a folder without (non-hidden) sub-folders. Its name
 is its path relative to the split root, with ``/`` separators. Classes and
@@ -26,7 +30,13 @@ from tf_deepemd.data.image_split import FEAT_NORMALIZATION, ImageSplit, Normaliz
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
-FOLDER_LAYOUT = "<data_dir>/<class>/<images> (split='all') or <data_dir>/<split>/<class>/<images>"
+FOLDER_LAYOUT = ("<data_dir>/<split>/<class>/<images>, or <data_dir>/<class>/<images> (split='all', "
+                 "or its classes divided between train, val and test)")
+STANDARD_SPLITS = ("train", "val", "test")
+# Fractions of the classes of a single folder of classes in train, val, test.
+DEFAULT_CLASS_SPLIT = (0.64, 0.16, 0.20)
+# Seeds the fixed order in which a single folder's classes are divided.
+CLASS_SPLIT_SEED = 0
 TIERED_LAYOUT = "<data_dir>/{train,val,test}/<class>/<images>"
 
 
@@ -136,20 +146,26 @@ def read_image_folder(
     split: str,
     data_dir: Optional[str],
     normalization: Normalization = FEAT_NORMALIZATION,
+    class_split: Sequence[float] = DEFAULT_CLASS_SPLIT,
 ) -> ImageSplit:
     """Reads ``data_dir/<split>/<class>/...`` or, for ``split="all"``, ``data_dir/<class>/...``.
 
     Args:
       split: a sub-folder of `data_dir`, or ``"all"`` for every leaf folder
-        under `data_dir`.
+        under `data_dir`; ``"train"``, ``"val"`` or ``"test"`` without such
+        folders: their share of the classes (`class_split`).
       data_dir: the root folder.
       normalization: ``(mean, std)`` per channel in [0, 1] units; the
         official DeepEMD constants by default.
+      class_split: fractions of a single folder's classes in train, val and
+        test (see the module docstring).
     """
     data_dir = require_data_dir(data_dir, "image_folder", FOLDER_LAYOUT)
     root = os.path.join(data_dir, split)
+    divided = split in STANDARD_SPLITS and not any(
+        os.path.isdir(os.path.join(data_dir, name)) for name in STANDARD_SPLITS)
     if not os.path.isdir(root):
-        if split != "all":
+        if split != "all" and not divided:
             raise FileNotFoundError(
                 f"image_folder: no folder {root!r}. Expected layout: {FOLDER_LAYOUT}."
             )
@@ -159,7 +175,36 @@ def read_image_folder(
         raise FileNotFoundError(
             f"image_folder: no class folders under {root!r}. Expected layout: {FOLDER_LAYOUT}."
         )
+    if divided:
+        classes = classes_of_split(classes, split, class_split)
     return split_from_classes("image_folder", split, classes, normalization)
+
+
+def classes_of_split(classes, split, class_split):
+    """The classes ``split`` gets when ``classes`` are divided by ``class_split`` fractions.
+
+    The classes are shuffled in a fixed order (`CLASS_SPLIT_SEED`, from
+    their sorted names), then train takes the first share, val the next,
+    test the rest; each split's classes are returned sorted by name.
+    """
+    fractions = np.asarray(class_split, np.float64)
+    if fractions.shape != (3,) or (fractions < 0).any() or not np.isclose(fractions.sum(), 1.0):
+        raise ValueError(
+            f"`class_split` must be 3 non-negative fractions (train, val, test) adding up to 1, "
+            f"got {class_split!r}."
+        )
+    order = np.random.default_rng(CLASS_SPLIT_SEED).permutation(len(classes))
+    num_val, num_test = (int(round(f * len(classes))) for f in fractions[1:])
+    bounds = {"train": (0, len(classes) - num_val - num_test),
+              "val": (len(classes) - num_val - num_test, len(classes) - num_test),
+              "test": (len(classes) - num_test, len(classes))}
+    first, end = bounds[split]
+    if end <= first:
+        raise ValueError(
+            f"image_folder: `class_split`={tuple(class_split)} leaves {split!r} none of the "
+            f"{len(classes)} classes; add classes or change class_split."
+        )
+    return sorted((classes[index] for index in order[first:end]), key=lambda item: item[0])
 
 
 def read_tiered_imagenet(split: str, data_dir: Optional[str]) -> ImageSplit:

@@ -22,7 +22,6 @@ for ``tools/retrieve.py``.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 from typing import Optional, Sequence
 
@@ -34,8 +33,7 @@ from tf_deepemd.ops.matching import NODE_WEIGHTS
 from tf_deepemd.retrieval import metrics as metrics_lib
 from tf_deepemd.retrieval.index import GalleryIndex, global_features
 from tf_deepemd.retrieval.search import rerank, shortlist
-
-log = logging.getLogger(__name__)
+from tf_deepemd.training.progress import Progress
 
 METHODS = ("global", "uniform", "cross_reference")
 METHOD_LABELS = {
@@ -112,7 +110,7 @@ def evaluate_leave_one_out(
     query_seed: int = 0,
     solver_tolerance: Optional[float] = None,
     solver_max_iterations: int = 100,
-    log_every: int = 0,
+    progress: Optional[str] = None,
 ) -> dict:
     """Recall@K, mAP and queries/s of each method, leave-one-out.
 
@@ -125,7 +123,9 @@ def evaluate_leave_one_out(
       max_queries: random subset of queries (None: all G).
       query_seed: seed of the subset.
       solver_tolerance, solver_max_iterations: EMD solver settings.
-      log_every: log progress every this many batches (0: never).
+      progress: show the count of queries done, their rate and the time
+        left, labelled with this (`tf_deepemd.training.progress.Progress`),
+        updated after every batch; None: nothing.
 
     Returns:
       ``{'gallery_size', 'queries', 'num_classes', 'shortlist_size',
@@ -177,8 +177,8 @@ def evaluate_leave_one_out(
     for method in emd_methods:
         rerank(query_nodes, gallery_nodes, candidates, method, **solver)[0].numpy()
 
-    num_batches = (len(rows) + query_batch_size - 1) // query_batch_size
-    for batch_number, start in enumerate(range(0, len(rows), query_batch_size)):
+    display = Progress(len(rows), progress, unit="query", units="queries") if progress else None
+    for start in range(0, len(rows), query_batch_size):
         batch_rows = rows[start : start + query_batch_size]
         query_nodes, query_global, exclude = batch_inputs(batch_rows)
         query_labels = index.labels[batch_rows]
@@ -200,8 +200,8 @@ def evaluate_leave_one_out(
             seconds[method] += shortlist_seconds + time.perf_counter() - tick
             ranking = np.concatenate([head, full[:, shortlist_size:]], axis=1)
             scores[method].update(index.labels[ranking], query_labels, relevant)
-        if log_every and (batch_number + 1) % log_every == 0:
-            log.info("retrieval: %d/%d query batches", batch_number + 1, num_batches)
+        if display:
+            display.update(start + len(batch_rows))
 
     results = {}
     for method in methods:

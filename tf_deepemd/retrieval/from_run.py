@@ -141,7 +141,7 @@ def retrieve_run(
         query_batch_size=settings.query_batch_size,
         max_queries=settings.max_queries,
         query_seed=settings.query_seed,
-        log_every=20,
+        progress="retrieval",
         **solver,
     )
     results.update(

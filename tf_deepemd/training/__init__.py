@@ -12,6 +12,7 @@ One concept per module:
 * `pretrain`, `meta_train`: the two training stages: settings, data and
   what each compiles and fits;
 * `evaluate`: accuracy over N episodes with the 95 % confidence interval;
+* `progress`: count, rate and time left of evaluation loops on the console;
 * `final_evaluation`: the test stage, resumable from per-episode accuracies saved as
   it goes;
 * `settings_record`: the settings a run folder was made with (a training
@@ -22,12 +23,14 @@ One concept per module:
 * `optimizers`: the official SGD (Nesterov, L2 weight decay, NaN guard) and
   the epoch schedules (step, cosine);
 * `objectives`: episode loss/accuracy for ``compile``;
-* `data_source`: the run's shared dataset settings and its pipelines;
+* `data_source`: the run's shared dataset settings and its pipelines, and
+  `DataFit`, every setting the data cannot hold in one error;
 * `run_logs`: CSV, TensorBoard and log lines of a stage;
 * `gin_config`: parsing gin files, bindings and include paths;
 * `run_settings`: a trained run's settings and model as the tools after
   training (eval, export, retrieval, figures) rebuild them;
-* `launch`: process setup and error reporting of the command-line tools.
+* `launch`: process setup and error reporting of the command-line tools
+  (a configuration error as one line, a failed op as its cause).
 
 The run's folder (layout, atomic files, best weights) is
 `tf_deepemd.run_folder`, below this package.

@@ -8,12 +8,18 @@ the episode shape against it (classes, images per class) without decoding
 images, which is why `run_experiment` builds every dataset it will need
 before any training starts.
 
+`DataFit` collects, while those pipelines are built, every setting the
+data cannot hold (a batch larger than the split, a way above its classes,
+classes smaller than shot + query), so that a run reports them all in one
+error instead of one per attempt.
+
 `ValidationEpisodes` are a training stage's validation episodes by epoch:
 the same ones every epoch (official default) or new ones each epoch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any, Mapping, Optional
 
@@ -31,6 +37,11 @@ PRETRAIN_VALIDATION_SEED_OFFSET = 1
 META_TRAIN_EPISODES_SEED_OFFSET = 2
 META_TRAIN_VALIDATION_SEED_OFFSET = 3
 TEST_EPISODES_SEED_OFFSET = 4
+
+# Options of the pipelines themselves (`tf_deepemd.data.make_episode_dataset`),
+# accepted in `DataSource.options` next to the dataset reader's options.
+PIPELINE_OPTIONS = ("on_small_class", "on_bad_image")
+SMALL_CLASS_HINT = "run_experiment.dataset_options={'on_small_class': 'exclude'} leaves small classes out."
 # Epoch e > 0 of new validation episodes each epoch is seeded with the
 # stage's offset + e * this: clear of the offsets above.
 EPOCH_SEED_STRIDE = 1000
@@ -45,7 +56,10 @@ class DataSource:
       data_dir: where the data is; None only for generated datasets or a
         ``source='tfds'`` option.
       image_size: side of the images fed to the model.
-      options: reader options (e.g. ``{'images_per_class': 60}`` for demo).
+      options: reader options (e.g. ``{'images_per_class': 60}`` for demo,
+        ``{'class_split': (0.6, 0.2, 0.2)}`` for image_folder) and the
+        pipelines' `PIPELINE_OPTIONS` (``{'on_small_class': 'exclude'}``
+        leaves out the classes smaller than an episode's shot + query).
       seed: base seed; each pipeline derives its own from it.
     """
 
@@ -56,7 +70,7 @@ class DataSource:
     seed: int = 1
 
     def check(self):
-        """Raises ValueError for an unknown dataset or a missing data_dir."""
+        """Raises ValueError for an unknown dataset or option, or a missing data_dir."""
         info = dataset_info(self.name)  # ValueError naming the known datasets
         needs_dir = self.name not in DATASETS_WITHOUT_DATA_DIR and self.options.get("source") != "tfds"
         if needs_dir and not self.data_dir:
@@ -67,6 +81,13 @@ class DataSource:
             raise ValueError(
                 f"Dataset {self.name!r} needs a data_dir (expected layout: {info.layout}); "
                 f"bind run_experiment.data_dir='/path/to/data'{tfds_default}."
+            )
+        accepted = info.options() + PIPELINE_OPTIONS
+        unknown = sorted(set(self.options) - set(accepted))
+        if unknown:
+            raise ValueError(
+                f"Unknown run_experiment.dataset_options {unknown} for dataset {self.name!r}; "
+                f"it accepts {list(accepted)}."
             )
 
     def episodes(self, split, way, shot, query, num_episodes, training=False, seed_offset=0):
@@ -100,12 +121,51 @@ class DataSource:
             image_size=self.image_size,
             seed=self.seed + seed_offset,
             training=True,
-            **dict(self.options),
+            # Pre-training uses every class, small ones included.
+            **{key: value for key, value in self.options.items() if key != "on_small_class"},
         )
         sharded = with_data_sharding(dataset)
         for attribute in ("num_classes", "class_names", "num_images", "steps_per_epoch"):
             setattr(sharded, attribute, getattr(dataset, attribute))
         return sharded
+
+
+class DataFit:
+    """Collects the settings the data cannot hold while a run's pipelines are built.
+
+    Build each pipeline under ``with fit.setting("pretrain.batch_size=64"):``
+    (the settings that shape it), then call `raise_misfits`, which raises
+    one ValueError listing every setting to change. A `DataFit` made with
+    ``collect=False`` raises at once instead (a single pipeline's error).
+    Missing data (FileNotFoundError) always raises at once.
+    """
+
+    def __init__(self, collect=True):
+        self.collect = collect
+        self.misfits = []
+
+    @contextlib.contextmanager
+    def setting(self, description):
+        try:
+            yield
+        except FileNotFoundError:
+            raise
+        except ValueError as error:
+            if not self.collect:
+                raise
+            misfit = f"[{description}] {error}"
+            if misfit not in self.misfits:
+                self.misfits.append(misfit)
+
+    def raise_misfits(self):
+        """ValueError listing every setting the data cannot hold, if any."""
+        if not self.misfits:
+            return
+        hint = f" {SMALL_CLASS_HINT}" if any("on_small_class" in m for m in self.misfits) else ""
+        raise ValueError(
+            f"The data cannot hold {len(self.misfits)} setting(s); change them: "
+            + " ".join(f"({number}) {misfit}" for number, misfit in enumerate(self.misfits, 1)) + hint
+        )
 
 
 class ValidationEpisodes:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import logging
 import time
 import weakref
 from typing import Optional
@@ -18,8 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_deepemd.data.reader import pipeline_options
-
-log = logging.getLogger(__name__)
+from tf_deepemd.training.progress import Progress
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,7 +168,7 @@ class EpisodeEvaluator:
                 )
             yield 100.0 * correct_fraction(*batch).numpy()[:count]
 
-    def __call__(self, episodes, num_episodes: Optional[int] = None, log_every=0):
+    def __call__(self, episodes, num_episodes: Optional[int] = None, progress: Optional[str] = None):
         """Evaluates (inference mode) and returns an `EpisodeAccuracy`.
 
         Args:
@@ -178,26 +176,25 @@ class EpisodeEvaluator:
             W, 3], support_labels [S], query_images [Q, H, W, 3]),
             query_labels [Q])`` (`tf_deepemd.data.make_episode_dataset`).
           num_episodes: stop after this many (None: the whole dataset).
-          log_every: log the running accuracy every this many episodes (0: no).
+          progress: show the count, rate, time left and running accuracy,
+            labelled with this (`tf_deepemd.training.progress.Progress`);
+            None: nothing.
         """
         if num_episodes is not None:
             if int(num_episodes) < 1:
                 raise ValueError(f"`num_episodes` must be >= 1, got {num_episodes}.")
             episodes = episodes.take(int(num_episodes))
+        total = int(episodes.cardinality()) if num_episodes is None else int(num_episodes)
+        display = Progress(total, progress) if progress and total > 0 else None
         accuracies = []
         start = time.perf_counter()
         warm, warm_count = None, 0  # after the first call, which includes tracing
         for call_accuracies in self.calls(episodes):
-            logged = len(accuracies) // log_every if log_every else 0
             accuracies.extend(call_accuracies)
             if warm is None:
                 warm, warm_count = time.perf_counter(), len(accuracies)
-            if log_every and len(accuracies) // log_every > logged:
-                elapsed = time.perf_counter() - start
-                log.info(
-                    "episode %d: accuracy %.2f %%, %.2f episodes/s",
-                    len(accuracies), np.mean(accuracies), len(accuracies) / elapsed,
-                )
+            if display:
+                display.update(len(accuracies), **{"accuracy (%)": float(np.mean(accuracies))})
         end = time.perf_counter()
         if not accuracies:
             raise ValueError("The episode dataset is empty.")
@@ -216,7 +213,7 @@ class EpisodeEvaluator:
         )
 
 
-def evaluate_episodes(model, episodes, num_episodes: Optional[int] = None, log_every=0,
+def evaluate_episodes(model, episodes, num_episodes: Optional[int] = None, progress: Optional[str] = None,
                       episodes_per_call: Optional[int] = None):
-    """One-off `EpisodeEvaluator(model, episodes_per_call)(episodes, num_episodes, log_every)`."""
-    return EpisodeEvaluator(model, episodes_per_call)(episodes, num_episodes, log_every)
+    """One-off `EpisodeEvaluator(model, episodes_per_call)(episodes, num_episodes, progress)`."""
+    return EpisodeEvaluator(model, episodes_per_call)(episodes, num_episodes, progress)

@@ -34,7 +34,7 @@ from tf_deepemd import run_folder
 from tf_deepemd.models.naming import method_name
 from tf_deepemd.run_folder import META_TRAIN, PRETRAIN, STAGES, TEST, StageFiles
 from tf_deepemd.training import final_evaluation, meta_train, pretrain, settings_record
-from tf_deepemd.training.data_source import TEST_EPISODES_SEED_OFFSET, DataSource
+from tf_deepemd.training.data_source import TEST_EPISODES_SEED_OFFSET, DataFit, DataSource
 from tf_deepemd.training.launch import configuration_checks
 from tf_deepemd.training.model_config import (
     binds_test_model,
@@ -117,13 +117,16 @@ def prepare_run(model_dir, data_source, stages, way, shot, query, test_split, te
     pretrain_settings.check()
     meta_settings.check(strategy.num_replicas_in_sync)
     run = PreparedRun(model_dir, model_dir, strategy, None, data_source)
+    fit = DataFit()  # every setting the data cannot hold, in one error
     if PRETRAIN in stages and pretrain_settings.epochs > 0:
-        run.pretrain = pretrain_settings, pretrain.build_data(pretrain_settings, data_source)
+        run.pretrain = pretrain_settings, pretrain.build_data(pretrain_settings, data_source, fit)
     if META_TRAIN in stages and meta_settings.epochs > 0:
-        run.meta_train = meta_settings, meta_train.build_data(meta_settings, data_source, way, shot)
+        run.meta_train = meta_settings, meta_train.build_data(meta_settings, data_source, way, shot, fit)
     if TEST in stages:
-        run.test_episodes = data_source.episodes(test_split, way, shot, query, test_episodes,
-                                                 seed_offset=TEST_EPISODES_SEED_OFFSET)
+        with fit.setting(f"run_experiment.way={way}, run_experiment.shot={shot}, "
+                         f"run_experiment.query={query} (test_split={test_split!r})"):
+            run.test_episodes = data_source.episodes(test_split, way, shot, query, test_episodes, 
+                                                     seed_offset=TEST_EPISODES_SEED_OFFSET)
         run.test_shape = (test_split, int(way), int(shot), int(query))
         run.test_weights = test_weights
         if not (test_weights or run.pretrain or run.meta_train):
@@ -133,6 +136,7 @@ def prepare_run(model_dir, data_source, stages, way, shot, query, test_split, te
                     f"Nothing to test: {model_dir} has no finished training stage; train first or "
                     "bind run_experiment.test_weights."
                 )
+    fit.raise_misfits()
     with strategy.scope():
         run.model = run_folder.new_episode_model(configured_model, data_source.image_size,
                                                  data_source.seed)
@@ -175,10 +179,9 @@ def evaluate_test_stage(run, weights, test_episodes, results_file, callbacks):
     log.info("test: %d episodes with %s", test_episodes, weights)
     identity = dict(final_evaluation.weights_identity(weights), data=repr(run.data_source),
                     episode_shape=list(run.test_shape), episodes=int(test_episodes))
-    progress = final_evaluation.TestProgress(
-        final_evaluation.progress_path(run.root, results_file), identity)
-    scores = final_evaluation.run_test(run.test_model, run.test_episodes, int(test_episodes), progress,
-                                       callbacks, log_every=max(1, min(500, test_episodes // 10)))
+    progress = final_evaluation.TestProgress(final_evaluation.progress_path(run.root, results_file), identity)
+    scores = final_evaluation.run_test(run.test_model, run.test_episodes, int(test_episodes),
+                                       progress, callbacks, show_progress=True)
     log.info(
         "test: accuracy %.2f +- %.2f %% over %d episodes, %.2f episodes/s",
         scores.accuracy, scores.ci95, scores.episodes, scores.episodes_per_second,
@@ -223,7 +226,8 @@ def run_experiment(
         ones; training under other settings is refused (`settings_record`).
       dataset: registered dataset name (`tf_deepemd.data.list_datasets()`).
       data_dir: where that dataset is (every pipeline of the run reads it).
-      dataset_options: reader options, e.g. ``{'images_per_class': 60}``.
+      dataset_options: reader options, e.g. ``{'images_per_class': 60}``,
+        and ``on_small_class`` / ``on_bad_image`` (`DataSource`).
       image_size: image side fed to the model (84 official, 32 CPU-scale).
       way, shot, query: the test episodes (and validation way; meta-training
         uses ``meta_train.shot``, 1 officially, also for 5-shot results).

@@ -26,6 +26,7 @@ import numpy as np
 
 from tf_deepemd.run_folder import TEST, read_json, write_json_atomically
 from tf_deepemd.training.evaluate import EpisodeAccuracy, EpisodeEvaluator, confidence_interval
+from tf_deepemd.training.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class TestProgress:
 
 
 @gin.configurable(allowlist=["episodes_per_call"])
-def run_test(model, episodes, num_episodes, progress, callbacks=(), save_every=None, log_every=0,
+def run_test(model, episodes, num_episodes, progress, callbacks=(), save_every=None, show_progress=False,
              episodes_per_call=None):
     """Scores ``model`` on the first ``num_episodes`` episodes, continuing ``progress``.
 
@@ -95,7 +96,8 @@ def run_test(model, episodes, num_episodes, progress, callbacks=(), save_every=N
       progress: a `TestProgress` (saved every ``save_every`` episodes and at the end).
       callbacks: Keras callbacks seeing each episode as a predict batch.
       save_every: default every 1 % of the episodes.
-      log_every: log the running accuracy every this many episodes (0: no).
+      show_progress: show the count, rate, time left and running accuracy
+        (`tf_deepemd.training.progress.Progress`), updated after every call.
       episodes_per_call: episodes the model scores per compiled call
         (`EpisodeEvaluator`; None: chosen from the image count and size;
         gin: ``run_test.episodes_per_call``). Each episode's accuracy is the
@@ -114,6 +116,7 @@ def run_test(model, episodes, num_episodes, progress, callbacks=(), save_every=N
     save_every = save_every or max(1, num_episodes // 100)
     callbacks = keras.callbacks.CallbackList(list(callbacks), model=model)
     evaluator = EpisodeEvaluator(model, episodes_per_call)
+    display = Progress(num_episodes, "test", start=done) if show_progress else None
     callbacks.on_predict_begin()
     start = warm = time.perf_counter()
     first, index = True, done
@@ -128,9 +131,9 @@ def run_test(model, episodes, num_episodes, progress, callbacks=(), save_every=N
             index += 1
             if index % save_every == 0:
                 progress.save()
-            if log_every and index % log_every == 0:
-                log.info("test episode %d: accuracy %.2f %%", index, np.mean(progress.accuracies))
             callbacks.on_predict_batch_end(index - 1, {"accuracy": float(accuracy)})
+        if display:
+            display.update(index, **{"accuracy (%)": float(np.mean(progress.accuracies))})
     if progress.steady_episodes == 0:  # one call only: count it, tracing included
         progress.steady_episodes = len(progress.accuracies) - done
         progress.steady_seconds = time.perf_counter() - start

@@ -9,6 +9,8 @@ configs folder (and the folder of each given file) as search paths makes
 from __future__ import annotations
 
 import contextlib
+import difflib
+import glob
 import logging
 import os
 
@@ -65,11 +67,13 @@ def parse_config(gin_files=(), gin_bindings=(), search_paths=(), skip_unknown=Fa
 
     Raises:
       ValueError: unknown configurable or parameter, malformed binding.
-      OSError: a file not found (gin's message lists where it looked).
+      FileNotFoundError: a file not found, naming where it was looked for
+        and the closest existing name.
     """
     for path in search_paths:
         add_search_path(path)
     for name in gin_files:
+        check_config_file(name)
         folder = os.path.dirname(name)
         if folder and os.path.isdir(folder):
             add_search_path(folder)
@@ -77,3 +81,20 @@ def parse_config(gin_files=(), gin_bindings=(), search_paths=(), skip_unknown=Fa
         gin.parse_config_files_and_bindings(
             list(gin_files), list(gin_bindings), skip_unknown=skip_unknown
         )
+
+
+def check_config_file(name):
+    """FileNotFoundError unless ``name`` is a file here or on a search path.
+
+    gin itself fails on a missing top-level file with a TypeError from deep
+    inside its resource reader.
+    """
+    folders = [os.getcwd(), *sorted(_SEARCH_PATHS)]
+    if any(os.path.isfile(os.path.join(folder, name)) for folder in folders):
+        return
+    # Names in the folder the name points to, wherever it is looked for.
+    known = {os.path.join(os.path.dirname(name), os.path.basename(path)) for folder in folders
+             for path in glob.glob(os.path.join(folder, os.path.dirname(name), "*.gin"))}
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else "."
+    raise FileNotFoundError(f"No gin file {name!r} in the working directory or {sorted(_SEARCH_PATHS)}{hint}")

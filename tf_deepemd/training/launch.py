@@ -5,7 +5,10 @@ before its first operation, so the tools call `configure_runtime` first
 thing; importing `tf_deepemd` runs no operation.
 
 A configuration error (a setting that cannot work, found before the work
-starts) is printed as one line with exit code 2; any other error keeps its
+starts) is printed as one line with exit code 2. An error TensorFlow raises
+while running an op (e.g. a failed check inside a compiled function, whose
+message starts with ``Graph execution error:`` and the graph's stack) is
+printed as its one-line cause, exit code 1. Any other error keeps its
 traceback. The library marks its checking phases with
 `configuration_checks`; the tools call their steps through `run_or_exit`
 (`configure_or_exit` for steps that only read configuration).
@@ -17,6 +20,7 @@ import contextlib
 import functools
 import logging
 import os
+import re
 import sys
 
 import tensorflow as tf
@@ -58,10 +62,30 @@ def configure_runtime(intra_op_threads=0, inter_op_threads=0, cpu_devices=1):
 def one_line(error):
     """``'ErrorType: message'`` on a single line (a configuration error under its cause's type)."""
     message = " ".join(str(error).split())
+    # gin appends where it called the configurable, a function's repr included.
+    message = re.sub(r"\s*In call to configurable '[^']*' \(<[^>]*>\)$", "", message)
     if isinstance(error, KeyError) and message.startswith("'") and message.endswith("'"):
         message = message[1:-1]
     # getattr, not isinstance: gin re-raises errors as proxies of their type.
     return f"{getattr(error, 'error_type', type(error).__name__)}: {message}"
+
+
+def op_error_cause(error):
+    """``'ErrorType: what went wrong'`` of a `tf.errors.OpError`, without the graph's stack.
+
+    A failed op inside a compiled function reports ``Graph execution
+    error:``, then for each node ``Detected at node <name> defined at (most
+    recent call last):`` and its Python stack, then the message between the
+    function's and the node's names (``{{function_node ...}} cost must be
+    finite ... [[{{node ...}}]] [Op:...]``); the cause is that message.
+    """
+    message = getattr(error, "message", None) or str(error)
+    stack_lines = ("Graph execution error:", "Detected at node ", "<stack traces unavailable>")
+    lines = [line for line in message.splitlines()
+             if line.strip() and not line.startswith(stack_lines) and not line.startswith("  ")]
+    cause = re.sub(r"^(\{\{function_node [^}]*\}\}\s*)+", "", lines[0] if lines else "")
+    cause = re.sub(r"\s*\[Op:[^\]]*\](\s*name:.*)?$", "", cause).strip()
+    return f"{type(error).__name__}: {cause}"
 
 
 def exit_with_one_line(error):
@@ -74,8 +98,9 @@ def exit_with_one_line(error):
 def run_or_exit(function, *args, **kwargs):
     """Calls ``function``; a `ConfigurationError` is printed as one line (exit 2).
 
-    Any other error propagates with its traceback. ``TF_DEEPEMD_TRACEBACK=1``
-    shows the traceback of configuration errors too.
+    A `tf.errors.OpError` is printed as its cause (`op_error_cause`, exit 1);
+    any other error propagates with its traceback. ``TF_DEEPEMD_TRACEBACK=1``
+    shows the traceback of both.
     """
     try:
         return function(*args, **kwargs)
@@ -83,6 +108,11 @@ def run_or_exit(function, *args, **kwargs):
         if os.environ.get("TF_DEEPEMD_TRACEBACK"):
             raise
         exit_with_one_line(error)
+    except tf.errors.OpError as error:
+        if os.environ.get("TF_DEEPEMD_TRACEBACK"):
+            raise
+        print(f"error: {op_error_cause(error)} (TF_DEEPEMD_TRACEBACK=1 shows where)", file=sys.stderr, flush=True)
+        sys.exit(1)
 
 
 def configure_or_exit(function, *args, **kwargs):

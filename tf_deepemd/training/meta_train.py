@@ -27,6 +27,7 @@ from tf_deepemd.training.objectives import episode_accuracy, episode_cross_entro
 from tf_deepemd.training.data_source import (
     META_TRAIN_EPISODES_SEED_OFFSET,
     META_TRAIN_VALIDATION_SEED_OFFSET,
+    DataFit,
     ValidationEpisodes,
 )
 from tf_deepemd.training.optimizers import check_lr_schedule, epoch_schedule, make_optimizer
@@ -104,18 +105,29 @@ class MetaTrainData:
     val_episodes: ValidationEpisodes
 
 
-def build_data(settings, data_source, way, shot):
-    """Builds (and thereby checks) the stage's pipelines for a run of ``way``/``shot``."""
+def build_data(settings, data_source, way, shot, fit=None):
+    """Builds (and thereby checks) the stage's pipelines for a run of ``way``/``shot``.
+
+    ``fit``: a `DataFit` collecting the settings the data cannot hold
+    (None: the first one raises).
+    """
+    fit = fit or DataFit(collect=False)
     train_way = settings.way or way
-    episodes = data_source.episodes(
-        "train", train_way, settings.shot, settings.query,
-        num_episodes=max(1, settings.epochs * settings.episodes_per_epoch),
-        training=True, seed_offset=META_TRAIN_EPISODES_SEED_OFFSET,
-    )
-    val_episodes = ValidationEpisodes(
-        data_source, way, settings.val_shot or shot, settings.query, settings.val_episodes,
-        seed_offset=META_TRAIN_VALIDATION_SEED_OFFSET, new_each_epoch=settings.random_val_episodes,
-    )
+    way_name = "meta_train.way" if settings.way else "run_experiment.way"
+    episodes = val_episodes = None
+    with fit.setting(f"{way_name}={train_way}, meta_train.shot={settings.shot}, meta_train.query={settings.query}"):
+        episodes = data_source.episodes(
+            "train", train_way, settings.shot, settings.query,
+            num_episodes=max(1, settings.epochs * settings.episodes_per_epoch),
+            training=True, seed_offset=META_TRAIN_EPISODES_SEED_OFFSET,
+        )
+    val_shot_name = "meta_train.val_shot" if settings.val_shot else "run_experiment.shot"
+    with fit.setting(f"run_experiment.way={way}, {val_shot_name}={settings.val_shot or shot}, "
+                     f"meta_train.query={settings.query}"):
+        val_episodes = ValidationEpisodes(
+            data_source, way, settings.val_shot or shot, settings.query, settings.val_episodes,
+            seed_offset=META_TRAIN_VALIDATION_SEED_OFFSET, new_each_epoch=settings.random_val_episodes,
+        )
     return MetaTrainData(episodes, val_episodes)
 
 

@@ -19,7 +19,11 @@ import gin
 import keras
 
 from tf_deepemd.models import make_pretrain_model
-from tf_deepemd.training.data_source import PRETRAIN_VALIDATION_SEED_OFFSET, ValidationEpisodes
+from tf_deepemd.training.data_source import (
+    PRETRAIN_VALIDATION_SEED_OFFSET,
+    DataFit,
+    ValidationEpisodes,
+)
 from tf_deepemd.training.optimizers import check_lr_schedule, epoch_schedule, make_optimizer
 from tf_deepemd.training.stage import StageFit
 
@@ -81,13 +85,22 @@ class PretrainData:
     val_episodes: ValidationEpisodes
 
 
-def build_data(settings, data_source):
-    """Builds (and thereby checks) the stage's pipelines."""
-    batches = data_source.pretrain_batches(settings.batch_size)
-    val_episodes = ValidationEpisodes(
-        data_source, settings.val_way, settings.val_shot, settings.val_query, settings.val_episodes,
-        seed_offset=PRETRAIN_VALIDATION_SEED_OFFSET, new_each_epoch=settings.random_val_episodes,
-    )
+def build_data(settings, data_source, fit=None):
+    """Builds (and thereby checks) the stage's pipelines.
+
+    ``fit``: a `DataFit` collecting the settings the data cannot hold
+    (None: the first one raises).
+    """
+    fit = fit or DataFit(collect=False)
+    batches = val_episodes = None
+    with fit.setting(f"pretrain.batch_size={settings.batch_size}"):
+        batches = data_source.pretrain_batches(settings.batch_size)
+    with fit.setting(f"pretrain.val_way={settings.val_way}, pretrain.val_shot={settings.val_shot}, "
+                     f"pretrain.val_query={settings.val_query}"):
+        val_episodes = ValidationEpisodes(
+            data_source, settings.val_way, settings.val_shot, settings.val_query, settings.val_episodes,
+            seed_offset=PRETRAIN_VALIDATION_SEED_OFFSET, new_each_epoch=settings.random_val_episodes,
+        )
     return PretrainData(batches, val_episodes)
 
 

@@ -2,7 +2,10 @@
 
 Per stage folder: ``log.csv`` (one row per epoch, appended across resumed
 runs, so the epoch column shows where a run continued) and ``tensorboard/``
-(event files with one scalar per epoch log entry).
+(event files with one scalar per epoch log entry). Epochs are numbered from
+1 everywhere: the console (Keras' ``Epoch 1/4``), ``log.csv`` and
+TensorBoard's steps. Each epoch's metrics reach the console once: Keras'
+line, or, when ``fit`` is silent (``verbose=0``), `EpochLog`'s.
 
 `keras.callbacks.TensorBoard` cannot be used without the ``tensorboard``
 package (TF 2.21's ``tf.summary.scalar`` raises ``TBNotInstalledError``);
@@ -24,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 class EpochLog(keras.callbacks.Callback):
-    """One log line per epoch (for non-interactive runs without progress bars).
+    """One log line per epoch when ``log_lines`` (for runs whose ``fit`` is silent).
 
     Also adds ``train_seconds`` to the epoch's logs: the wall time from the
     epoch's start to the end of its last training step, so ``log.csv`` gives
@@ -33,10 +36,11 @@ class EpochLog(keras.callbacks.Callback):
     callback). It must come before the callbacks that write the logs.
     """
 
-    def __init__(self, stage, epochs):
+    def __init__(self, stage, epochs, log_lines=True):
         super().__init__()
         self.stage = stage
         self.epochs = epochs
+        self.log_lines = log_lines
         self._start = None
         self._last_step_end = None
 
@@ -52,10 +56,19 @@ class EpochLog(keras.callbacks.Callback):
         start = self._start or end
         if logs is not None:
             logs["train_seconds"] = (self._last_step_end or end) - start
+        if not self.log_lines:
+            return
         seconds = end - start
         values = ", ".join(f"{key} {value:.4g}" for key, value in sorted((logs or {}).items())
                            if isinstance(value, (int, float)))
         log.info("%s epoch %d/%d (%.1f s): %s", self.stage, epoch + 1, self.epochs, seconds, values)
+
+
+class EpochCSVLogger(keras.callbacks.CSVLogger):
+    """Keras' `CSVLogger` with the epochs numbered from 1, as on the console and in TensorBoard."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch + 1, logs)
 
 
 def scalar_metadata():
@@ -103,17 +116,19 @@ class EpochSummaries(keras.callbacks.Callback):
         self._writers = {}
 
 
-def logging_callbacks(files, epochs):
-    """``[EpochLog, CSVLogger, EpochSummaries]`` writing into the stage's folder.
+def logging_callbacks(files, epochs, keras_verbose=0):
+    """``[EpochLog, EpochCSVLogger, EpochSummaries]`` writing into the stage's folder.
 
     Args:
       files: the stage's `tf_deepemd.run_folder.StageFiles` (``log.csv``,
         ``tensorboard/``).
       epochs: the stage's number of epochs (for the log lines).
+      keras_verbose: ``fit``'s verbosity; `EpochLog` writes its line only
+        when it is 0 (otherwise Keras prints the epoch's metrics).
     """
     os.makedirs(files.dir, exist_ok=True)
     return [
-        EpochLog(files.stage, epochs),
-        keras.callbacks.CSVLogger(files.log_csv, append=True),
+        EpochLog(files.stage, epochs, log_lines=not keras_verbose),
+        EpochCSVLogger(files.log_csv, append=True),
         EpochSummaries(os.path.join(files.dir, "tensorboard")),
     ]

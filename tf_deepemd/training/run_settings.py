@@ -20,6 +20,7 @@ from typing import Any, Mapping, Optional
 import gin
 
 from tf_deepemd import run_folder
+from tf_deepemd.training.data_source import PIPELINE_OPTIONS
 from tf_deepemd.training.model_config import configured_model
 
 
@@ -28,7 +29,9 @@ class RunSettings:
     """The gin-bound `run_experiment` settings the tools after training need.
 
     The field defaults are `run_experiment`'s (its signature reads them
-    from `DEFAULT_RUN`).
+    from `DEFAULT_RUN`). ``dataset_options`` holds the dataset reader's
+    options only (not the episode pipelines' ``on_small_class`` or
+    ``on_bad_image``): the tools read splits with `tf_deepemd.data.load_split`.
     """
 
     model_dir: Optional[str] = None
@@ -60,7 +63,8 @@ def run_settings(model_dir: Optional[str] = None) -> RunSettings:
         model_dir=model_dir or run_setting("model_dir"),
         dataset=run_setting("dataset"),
         data_dir=run_setting("data_dir"),
-        dataset_options=dict(run_setting("dataset_options") or {}),
+        dataset_options={key: value for key, value in dict(run_setting("dataset_options") or {}).items()
+                         if key not in PIPELINE_OPTIONS},
         image_size=int(run_setting("image_size")),
         test_split=run_setting("test_split"),
         way=int(run_setting("way")),

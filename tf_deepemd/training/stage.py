@@ -58,7 +58,7 @@ class EpisodeValidation(keras.callbacks.Callback):
         self.key = key
 
     def on_epoch_end(self, epoch, logs=None):
-        result = self.evaluator(self.episodes(epoch))
+        result = self.evaluator(self.episodes(epoch), progress=f"{self.stage} validation")
         if logs is not None:
             logs[self.key] = result.accuracy / 100.0
             logs[self.key + "_ci95"] = result.ci95 / 100.0
@@ -151,7 +151,7 @@ def run_stage(
                 EpisodeValidation(files.stage, episode_model, val_episodes),
                 checkpointing.BestCheckpoint(episode_model, files, MONITOR),
                 *([checkpointing.EpochWeights(episode_model, files)] if keep_epoch_weights else []),
-                *run_logs.logging_callbacks(files, epochs),
+                *run_logs.logging_callbacks(files, epochs, verbose),
                 *stage_callbacks(files),
                 checkpointing.ResumeCheckpoint(resume),
                 *callbacks,

@@ -13,7 +13,8 @@ import os
 
 from tf_deepemd.run_folder import atomic_path
 
-INSTALL_HINT = "matplotlib is needed for figures: pip install 'tf_deepemd[plots]' (or pip install matplotlib)."
+INSTALL_HINT = ("matplotlib is needed for figures: pip install -e '.[plots]' in the repository "
+                "(or pip install matplotlib).")
 
 
 def require_matplotlib():

@@ -96,8 +96,6 @@ def visualize_run(
                 raise ValueError(
                     f"No training log in {run.model_dir!r} (<stage>/log.csv): train first, or pass csv_paths."
                 )
-            if not logs:
-                log.warning("No training log in %r: accuracy.png not written.", run.model_dir)
         episode = None
         if "matching" in figures or "episode" in figures:
             if not run.dataset:
@@ -110,6 +108,8 @@ def visualize_run(
             images = load_split(run.dataset, split or run.test_split, run.data_dir, **run.dataset_options)
             episode = sample_episode(images, way, shot, query, run.image_size, seed)
             model, trained = restore_run_model(run, weights)
+    if "accuracy" in figures and not logs:  # warned once the configuration is known to work
+        log.warning("No training log in %r: accuracy.png not written.", run.model_dir)
 
     written = {}
     if logs:

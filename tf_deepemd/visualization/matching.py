@@ -8,10 +8,11 @@ between the node sets, the similarity map and the score. `node_boxes`
 places every node on the image: a cell of the feature map (FCN, and its
 pyramid levels' pooling bins) or a crop (Grid, Sampling encoders).
 
-`plot_matching` draws, side by side, each image with a heatmap of its node
-weights (a pixel shows the mean weight of the nodes whose region covers
-it), lines between the regions joined by the strongest flows (width
-proportional to the flow), and the full flow matrix.
+`plot_matching` draws the two images as they are, side by side; below each
+image, a heatmap of its node weights (a pixel shows the mean weight of the
+nodes whose region covers it) with the node numbers, and lines between the
+regions joined by the strongest flows (width proportional to the flow);
+and the full flow matrix.
 """
 
 from __future__ import annotations
@@ -187,7 +188,7 @@ def plot_matching(
     title: Optional[str] = None,
     path: Optional[str] = None,
 ):
-    """Both images with node-weight heatmaps, the strongest flows, and the flow matrix.
+    """Both images; below them their node weights and the strongest flows; the flow matrix.
 
     Args:
       query_image, support_image: display images ``[H, W, 3]``, uint8 or
@@ -210,39 +211,42 @@ def plot_matching(
     query_image = as_display_image(query_image, "query_image")
     support_image = as_display_image(support_image, "support_image")
     flow = match.flow
-    figure = new_figure(15.0, 5.2)
-    # An empty column between the images leaves room for the flow lines.
-    grid = figure.add_gridspec(1, 4, width_ratios=(1.0, 0.3, 1.0, 1.1))
-    axes_query, axes_support, axes_flow = (figure.add_subplot(grid[0, i]) for i in (0, 2, 3))
+    figure = new_figure(15.0, 8.6)
+    # Top: the images as they are; below each, its node weights with the
+    # strongest flows between them (an empty column leaves room for the
+    # lines), so that no line or colour covers an image; right: the flow matrix.
+    grid = figure.add_gridspec(2, 4, width_ratios=(1.0, 0.3, 1.0, 1.1))
+    axes_query, axes_support = figure.add_subplot(grid[0, 0]), figure.add_subplot(grid[0, 2])
+    heat_query, heat_support = figure.add_subplot(grid[1, 0]), figure.add_subplot(grid[1, 2])
+    axes_flow = figure.add_subplot(grid[:, 3])
 
     weight_max = max(match.query_weights.max(), match.support_weights.max())
     weight_norm = colors.Normalize(vmin=0.0, vmax=weight_max)
     heat_cmap = "inferno"
     panels = (
-        (axes_query, query_image, match.query_boxes, match.query_weights, query_title),
-        (axes_support, support_image, match.support_boxes, match.support_weights, support_title),
+        (axes_query, heat_query, query_image, match.query_boxes, match.query_weights, query_title),
+        (axes_support, heat_support, support_image, match.support_boxes, match.support_weights, support_title),
     )
-    for axes, image, boxes, weights, panel_title in panels:
-        axes.imshow(image, extent=(0, 1, 1, 0), interpolation="nearest")
-        axes.imshow(
-            weight_heatmap(boxes, weights), extent=(0, 1, 1, 0), cmap=heat_cmap, norm=weight_norm,
-            alpha=0.55, interpolation="nearest",
-        )
+    for axes, heat_axes, image, boxes, weights, panel_title in panels:
         x, y = _centres(boxes)
-        axes.scatter(x, y, s=8, c="white", edgecolors="black", linewidths=0.4, zorder=3)
-        if len(x) <= 49:  # node numbers, as on the flow matrix's axes
+        axes.imshow(image, extent=(0, 1, 1, 0), interpolation="nearest")
+        axes.set_title(panel_title, fontsize=10)
+        heat_axes.imshow(weight_heatmap(boxes, weights), extent=(0, 1, 1, 0), cmap=heat_cmap, norm=weight_norm,
+                         interpolation="nearest")
+        heat_axes.set_title(f"its node weights ({match.node_weights.replace('_', '-')}) and flows", fontsize=10)
+        heat_axes.scatter(x, y, s=8, c="white", edgecolors="black", linewidths=0.4, zorder=3)
+        if len(x) <= 49:  # node numbers, as on the flow matrix's axes and in the legend
             for number, (node_x, node_y) in enumerate(zip(x, y)):
-                axes.annotate(str(number), (node_x, node_y), xytext=(3, 3), textcoords="offset points",
-                              fontsize=6, color="white", zorder=6)
-        axes.set_xlim(0, 1)
-        axes.set_ylim(1, 0)
-        axes.set_xticks([])
-        axes.set_yticks([])
-        axes.set_title(f"{panel_title}\nheatmap: node weights", fontsize=10)
+                heat_axes.annotate(str(number), (node_x, node_y), xytext=(3, 3), textcoords="offset points",
+                                   fontsize=7, color="white", zorder=6)
+        for panel in (axes, heat_axes):
+            panel.set_xlim(0, 1)
+            panel.set_ylim(1, 0)
+            panel.set_xticks([])
+            panel.set_yticks([])
     figure.colorbar(
-        cm.ScalarMappable(norm=weight_norm, cmap=heat_cmap), ax=[axes_query, axes_support],
-        location="bottom", shrink=0.6, pad=0.02,
-        label=f"node weight ({match.node_weights.replace('_', '-')}; mean 1)",
+        cm.ScalarMappable(norm=weight_norm, cmap=heat_cmap), ax=[heat_query, heat_support],
+        location="bottom", shrink=0.6, pad=0.02, label="node weight (mean 1)",
     )
 
     # The strongest flows: one colour each (the same on the flow matrix),
@@ -259,12 +263,12 @@ def plot_matching(
         i, j = rows[rank], cols[rank]
         line_width = 0.8 + 3.7 * flow[i, j] / flow_max
         figure.add_artist(ConnectionPatch(
-            xyA=(query_x[i], query_y[i]), coordsA=axes_query.transData,
-            xyB=(support_x[j], support_y[j]), coordsB=axes_support.transData,
+            xyA=(query_x[i], query_y[i]), coordsA=heat_query.transData,
+            xyB=(support_x[j], support_y[j]), coordsB=heat_support.transData,
             color=palette[rank], alpha=0.9, linewidth=line_width, zorder=4,
         ))
-        axes_query.scatter(query_x[i], query_y[i], s=40, color=palette[rank], edgecolors="white", zorder=5)
-        axes_support.scatter(support_x[j], support_y[j], s=40, color=palette[rank], edgecolors="white", zorder=5)
+        heat_query.scatter(query_x[i], query_y[i], s=40, color=palette[rank], edgecolors="white", zorder=5)
+        heat_support.scatter(support_x[j], support_y[j], s=40, color=palette[rank], edgecolors="white", zorder=5)
         handles.append(Line2D([], [], color=palette[rank], linewidth=line_width,
                               label=f"{i} -> {j}: {flow[i, j]:.2f}"))
     figure.legend(
@@ -272,13 +276,13 @@ def plot_matching(
         loc="outside right upper", fontsize=8, title_fontsize=8, framealpha=0.9,
     )
 
-    image = axes_flow.imshow(flow, cmap="Greys", interpolation="nearest", aspect="auto")
+    image = axes_flow.imshow(flow, cmap="Greys", interpolation="nearest", aspect="equal")
     axes_flow.scatter(cols, rows, s=60, facecolors="none", edgecolors=palette, linewidths=1.8)
     axes_flow.set_xlabel("support node")
     axes_flow.set_ylabel("query node")
     axes_flow.set_title(f"optimal flow ({flow.shape[0]} x {flow.shape[1]} nodes, total {flow.sum():.1f});\n"
                         "circles: the flows drawn as lines", fontsize=10)
-    figure.colorbar(image, ax=axes_flow, label="flow")
+    figure.colorbar(image, ax=axes_flow, label="flow", shrink=0.45)
     figure.suptitle(title or (
         f"DeepEMD matching with {match.node_weights.replace('_', '-')} weights: score "
         f"{match.score:.3f} (flow-weighted mean cosine)"

@@ -43,7 +43,8 @@ def read_csv_log(path: str) -> dict[str, np.ndarray]:
     """Numeric columns of a Keras CSV log, one value per epoch (the last row of a repeated epoch).
 
     Returns:
-      ``{column: float64 [epochs]}`` sorted by the ``epoch`` column (0-based).
+      ``{column: float64 [epochs]}`` sorted by the ``epoch`` column (from 1
+      in a run's ``log.csv``, `tf_deepemd.training.run_logs.EpochCSVLogger`).
 
     Raises:
       ValueError: no ``epoch`` column or no rows. OSError: unreadable file.
@@ -61,6 +62,33 @@ def read_csv_log(path: str) -> dict[str, np.ndarray]:
         except (TypeError, ValueError):
             continue  # not numeric
     return columns
+
+
+# Smallest y-ranges of the panels, so that epoch-to-epoch noise does not
+# fill the panel: 20 accuracy points, and half the largest loss.
+MIN_ACCURACY_SPAN = 20.0
+MIN_LOSS_SPAN_FRACTION = 0.5
+
+
+def readable_limits(series, min_span, bounds=(None, None)):
+    """``(low, high)`` y-limits holding every finite value of ``series``, at least ``min_span`` apart.
+
+    Centred on the data, padded by 8 %, kept within ``bounds`` (None: open).
+    """
+    finite = np.concatenate([np.asarray(v, np.float64)[np.isfinite(v)] for v in series] or [np.zeros(0)])
+    if not finite.size:
+        return (bounds[0] or 0.0, bounds[1] if bounds[1] is not None else 1.0)
+    low, high = float(finite.min()), float(finite.max())
+    span = max(high - low, float(min_span), 1e-6)
+    centre = (low + high) / 2
+    low, high = centre - 0.54 * span, centre + 0.54 * span
+    if bounds[0] is not None and low < bounds[0]:  # shifted inside the bounds, same span
+        low, high = bounds[0], high + bounds[0] - low
+    if bounds[1] is not None and high > bounds[1]:
+        low, high = low - (high - bounds[1]), bounds[1]
+        if bounds[0] is not None:
+            low = max(low, bounds[0])
+    return low, high
 
 
 def _stage_name(path):
@@ -90,33 +118,40 @@ def plot_training_curves(
     figure = new_figure(5.2 * len(paths), 6.4)
     grid = figure.add_gridspec(2, len(paths), height_ratios=(2.0, 1.0))
     for column, (csv_path, values) in enumerate(zip(paths, logs)):
-        epochs = values["epoch"] + 1  # 1-based, as the log lines
+        epochs = values["epoch"]  # from 1 in a run's log.csv
         accuracy_axes = figure.add_subplot(grid[0, column])
         loss_axes = figure.add_subplot(grid[1, column], sharex=accuracy_axes)
         accuracies = [n for n in values if n.endswith("accuracy")]
+        shown = [100 * values[name] for name in accuracies]
         for name in accuracies:
             line, = accuracy_axes.plot(epochs, 100 * values[name], marker="o", markersize=3,
                                        label=_LABELS.get(name, name))
             if name + "_ci95" in values:
                 low = 100 * (values[name] - values[name + "_ci95"])
                 high = 100 * (values[name] + values[name + "_ci95"])
+                shown += [low, high]
                 accuracy_axes.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2,
                                            label="95 % confidence interval")
             best = int(np.nanargmax(values[name])) if np.isfinite(values[name]).any() else None
             if best is not None and name.startswith("val_"):
-                accuracy_axes.annotate(
-                    f"best {100 * values[name][best]:.1f} %", (epochs[best], 100 * values[name][best]),
-                    textcoords="offset points", xytext=(0, 8), ha="center", fontsize=8, color=line.get_color(),
-                )
-        accuracy_axes.margins(y=0.15)  # room for the "best" label
+                # A marker with its value in the legend: no label to collide with an axis.
+                accuracy_axes.plot(epochs[best], 100 * values[name][best], marker="*", markersize=13,
+                                   linestyle="none", color=line.get_color(), markeredgecolor="black",
+                                   label=f"best: {100 * values[name][best]:.1f} % (epoch {epochs[best]:g})")
+        accuracy_axes.set_ylim(*readable_limits(shown, min_span=MIN_ACCURACY_SPAN, bounds=(0.0, 100.0)))
         accuracy_axes.set_ylabel("accuracy (%)")
         accuracy_axes.set_title(f"{_stage_name(csv_path)}: accuracy per epoch", fontsize=10)
         accuracy_axes.grid(alpha=0.3)
         if accuracies:
-            accuracy_axes.legend(fontsize=8, loc="lower right")
+            accuracy_axes.legend(fontsize=8, loc="best")
         losses = [n for n in values if n.endswith("loss")]
         for name in losses:
             loss_axes.plot(epochs, values[name], marker="o", markersize=3, label=_LABELS.get(name, name))
+        if losses:
+            loss_values = [values[n] for n in losses]
+            top = max(float(np.nanmax(np.abs(v))) if np.isfinite(v).any() else 0.0 for v in loss_values)
+            loss_axes.set_ylim(*readable_limits(loss_values, min_span=MIN_LOSS_SPAN_FRACTION * top,
+                                                bounds=(0.0, None)))
         loss_axes.set_xlabel("epoch")
         loss_axes.set_ylabel("loss")
         loss_axes.grid(alpha=0.3)
