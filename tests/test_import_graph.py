@@ -25,6 +25,7 @@ RANKS = {
     "encoders": 3,
     "models": 4,
     "run_folder": 4,
+    "progress": 4,  # console progress of long loops (keras only)
     "official": 5,
     "data": 5,
     "training": 6,

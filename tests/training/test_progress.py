@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_deepemd.training import evaluate, progress
-from tf_deepemd.training.progress import Progress, format_seconds
+from tf_deepemd import progress
+from tf_deepemd.training import evaluate
+from tf_deepemd.progress import Progress, format_seconds
 
 
 class Clock:

@@ -33,7 +33,7 @@ from tf_deepemd.ops.matching import NODE_WEIGHTS
 from tf_deepemd.retrieval import metrics as metrics_lib
 from tf_deepemd.retrieval.index import GalleryIndex, global_features
 from tf_deepemd.retrieval.search import rerank, shortlist
-from tf_deepemd.training.progress import Progress
+from tf_deepemd.progress import Progress
 
 METHODS = ("global", "uniform", "cross_reference")
 METHOD_LABELS = {
@@ -124,7 +124,7 @@ def evaluate_leave_one_out(
       query_seed: seed of the subset.
       solver_tolerance, solver_max_iterations: EMD solver settings.
       progress: show the count of queries done, their rate and the time
-        left, labelled with this (`tf_deepemd.training.progress.Progress`),
+        left, labelled with this (`tf_deepemd.progress.Progress`),
         updated after every batch; None: nothing.
 
     Returns:

@@ -12,7 +12,6 @@ One concept per module:
 * `pretrain`, `meta_train`: the two training stages: settings, data and
   what each compiles and fits;
 * `evaluate`: accuracy over N episodes with the 95 % confidence interval;
-* `progress`: count, rate and time left of evaluation loops on the console;
 * `final_evaluation`: the test stage, resumable from per-episode accuracies saved as
   it goes;
 * `settings_record`: the settings a run folder was made with (a training

@@ -26,6 +26,7 @@ from typing import Any, Mapping, Optional
 import tensorflow as tf
 
 from tf_deepemd.data import dataset_info, make_episode_dataset, make_pretrain_dataset
+from tf_deepemd.data.checked_split import PIPELINE_OPTIONS
 
 # Datasets that work without a data_dir: generated (and cached) data.
 DATASETS_WITHOUT_DATA_DIR = ("demo",)
@@ -38,9 +39,6 @@ META_TRAIN_EPISODES_SEED_OFFSET = 2
 META_TRAIN_VALIDATION_SEED_OFFSET = 3
 TEST_EPISODES_SEED_OFFSET = 4
 
-# Options of the pipelines themselves (`tf_deepemd.data.make_episode_dataset`),
-# accepted in `DataSource.options` next to the dataset reader's options.
-PIPELINE_OPTIONS = ("on_small_class", "on_bad_image")
 SMALL_CLASS_HINT = "run_experiment.dataset_options={'on_small_class': 'exclude'} leaves small classes out."
 # Epoch e > 0 of new validation episodes each epoch is seeded with the
 # stage's offset + e * this: clear of the offsets above.

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_deepemd.data.reader import pipeline_options
-from tf_deepemd.training.progress import Progress
+from tf_deepemd.progress import Progress
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,7 +177,7 @@ class EpisodeEvaluator:
             query_labels [Q])`` (`tf_deepemd.data.make_episode_dataset`).
           num_episodes: stop after this many (None: the whole dataset).
           progress: show the count, rate, time left and running accuracy,
-            labelled with this (`tf_deepemd.training.progress.Progress`);
+            labelled with this (`tf_deepemd.progress.Progress`);
             None: nothing.
         """
         if num_episodes is not None:

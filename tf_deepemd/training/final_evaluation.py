@@ -26,7 +26,7 @@ import numpy as np
 
 from tf_deepemd.run_folder import TEST, read_json, write_json_atomically
 from tf_deepemd.training.evaluate import EpisodeAccuracy, EpisodeEvaluator, confidence_interval
-from tf_deepemd.training.progress import Progress
+from tf_deepemd.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def run_test(model, episodes, num_episodes, progress, callbacks=(), save_every=N
       callbacks: Keras callbacks seeing each episode as a predict batch.
       save_every: default every 1 % of the episodes.
       show_progress: show the count, rate, time left and running accuracy
-        (`tf_deepemd.training.progress.Progress`), updated after every call.
+        (`tf_deepemd.progress.Progress`), updated after every call.
       episodes_per_call: episodes the model scores per compiled call
         (`EpisodeEvaluator`; None: chosen from the image count and size;
         gin: ``run_test.episodes_per_call``). Each episode's accuracy is the

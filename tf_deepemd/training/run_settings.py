@@ -20,7 +20,7 @@ from typing import Any, Mapping, Optional
 import gin
 
 from tf_deepemd import run_folder
-from tf_deepemd.training.data_source import PIPELINE_OPTIONS
+from tf_deepemd.data.checked_split import PIPELINE_OPTIONS
 from tf_deepemd.training.model_config import configured_model
 
 
