@@ -340,7 +340,7 @@ def _runtime_checks(cost, source_weights, target_weights, l2_strength):
         ),
         tf.debugging.assert_all_finite(source_weights, "source_weights must be finite."),
         tf.debugging.assert_all_finite(target_weights, "target_weights must be finite."),
-        tf.debugging.assert_non_negative(l2_strength, "l2_strength must be >= 0."),
+        tf.debugging.assert_non_negative(l2_strength, "l2_strength must be >= 0"),
         *(
             tf.debugging.assert_equal(
                 tf.reduce_all(~(tf.reduce_sum(weights, axis=-1) <= 0.0)), True,
