@@ -26,12 +26,14 @@ from typing import Any, Mapping, Optional
 import tensorflow as tf
 
 from tf_deepemd.data import dataset_info, make_episode_dataset, make_pretrain_dataset
+from tf_deepemd.data.bad_data import BAD_IMAGE_POLICIES, SMALL_CLASS_POLICIES
 
 # Datasets that work without a data_dir: generated (and cached) data.
 DATASETS_WITHOUT_DATA_DIR = ("demo",)
 # Options of the pipelines themselves (`tf_deepemd.data.make_episode_dataset`),
-# accepted in `DataSource.options` next to the dataset reader's options.
-PIPELINE_OPTIONS = ("on_small_class", "on_bad_image")
+# accepted in `DataSource.options` next to the dataset reader's options, with their values.
+PIPELINE_OPTION_VALUES = {"on_small_class": SMALL_CLASS_POLICIES, "on_bad_image": BAD_IMAGE_POLICIES}
+PIPELINE_OPTIONS = tuple(PIPELINE_OPTION_VALUES)
 SMALL_CLASS_HINT = "run_experiment.dataset_options={'on_small_class': 'exclude'} leaves small classes out."
 # Epoch e > 0 of new validation episodes each epoch is seeded with the
 # stage's offset + e * this: clear of the run's other pipelines (0-4).
@@ -80,6 +82,11 @@ class DataSource:
                 f"Unknown run_experiment.dataset_options {unknown} for dataset {self.name!r}; "
                 f"it accepts {list(accepted)}."
             )
+        for name, values in PIPELINE_OPTION_VALUES.items():
+            if name in self.options and self.options[name] not in values:
+                raise ValueError(
+                    f"run_experiment.dataset_options['{name}'] must be one of {values}, got {self.options[name]!r}."
+                )
 
     def episodes(self, split, way, shot, query, num_episodes, training=False, seed_offset=0):
         """Unbatched episodes (`tf_deepemd.data.make_episode_dataset`)."""
