@@ -127,6 +127,16 @@ def test_small_classes_left_out_on_request(tmp_path):
     assert results["episodes"] == 4 and 0 <= results["accuracy"] <= 100
 
 
+def test_a_bad_policy_is_named_before_any_pipeline_is_built(tmp_path):
+    root = str(tmp_path / "images")
+    small_class_folder(root)
+    configure(root, "run_experiment.dataset_options = {'on_small_class': 'drop'}")
+
+    with pytest.raises(ConfigurationError, match=r"^run_experiment.dataset_options\['on_small_class'\] must be "
+                                                 r"one of \('error', 'exclude'\), got 'drop'\."):
+        run_experiment(model_dir=str(tmp_path / "run"))
+
+
 def test_the_tool_reports_the_misfits_as_one_line(tmp_path):
     root = str(tmp_path / "images")
     small_class_folder(root)

@@ -27,8 +27,9 @@ from tf_deepemd.data.preprocessing import decode_image_file
 SMALL_CLASS_POLICIES = ("error", "exclude")
 BAD_IMAGE_POLICIES = ("error", "skip")
 # The pipelines' own options (`make_episode_dataset`, `make_pretrain_dataset`),
-# beside the dataset readers' options.
-PIPELINE_OPTIONS = ("on_small_class", "on_bad_image")
+# beside the dataset readers' options, with their values.
+PIPELINE_OPTION_VALUES = {"on_small_class": SMALL_CLASS_POLICIES, "on_bad_image": BAD_IMAGE_POLICIES}
+PIPELINE_OPTIONS = tuple(PIPELINE_OPTION_VALUES)
 
 
 def prepare_split(

@@ -26,7 +26,7 @@ from typing import Any, Mapping, Optional
 import tensorflow as tf
 
 from tf_deepemd.data import dataset_info, make_episode_dataset, make_pretrain_dataset
-from tf_deepemd.data.checked_split import PIPELINE_OPTIONS
+from tf_deepemd.data.checked_split import PIPELINE_OPTION_VALUES, PIPELINE_OPTIONS
 
 # Datasets that work without a data_dir: generated (and cached) data.
 DATASETS_WITHOUT_DATA_DIR = ("demo",)
@@ -87,6 +87,11 @@ class DataSource:
                 f"Unknown run_experiment.dataset_options {unknown} for dataset {self.name!r}; "
                 f"it accepts {list(accepted)}."
             )
+        for name, values in PIPELINE_OPTION_VALUES.items():
+            if name in self.options and self.options[name] not in values:
+                raise ValueError(
+                    f"run_experiment.dataset_options['{name}'] must be one of {values}, got {self.options[name]!r}."
+                )
 
     def episodes(self, split, way, shot, query, num_episodes, training=False, seed_offset=0):
         """Unbatched episodes (`tf_deepemd.data.make_episode_dataset`)."""
