@@ -59,8 +59,8 @@ def list_datasets() -> tuple[str, ...]:
     """Names of the registered datasets, sorted.
 
     >>> from tf_deepemd.data import list_datasets
-    >>> list_datasets()
-    ('cifar_fs', 'cub', 'demo', 'fc100', 'image_folder', 'mini_imagenet', 'tiered_imagenet')
+    >>> [name for name in list_datasets() if name in ("cifar_fs", "demo", "mini_imagenet")]
+    ['cifar_fs', 'demo', 'mini_imagenet']
     """
     return tuple(sorted(_REGISTRY))
 

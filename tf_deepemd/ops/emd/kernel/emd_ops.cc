@@ -77,10 +77,9 @@ Status CheckShapes(const Tensor& cost, const Tensor& source, const Tensor& targe
 }
 
 // Finite costs; finite, non-negative masses with some mass on both sides of
-// every problem (when `require_mass`).
+// every problem.
 template <typename T>
-Status CheckValues(const BatchShape& shape, const T* cost, const T* source, const T* target,
-                   bool require_mass) {
+Status CheckValues(const BatchShape& shape, const T* cost, const T* source, const T* target) {
   const int64_t cells = shape.batch * shape.rows * shape.cols;
   for (int64_t k = 0; k < cells; ++k) {
     if (!std::isfinite(static_cast<double>(cost[k]))) {
@@ -108,7 +107,7 @@ Status CheckValues(const BatchShape& shape, const T* cost, const T* source, cons
         }
         total += mass;
       }
-      if (require_mass && !(total > 0.0)) {
+      if (!(total > 0.0)) {
         return InvalidArgument(name, " must have some mass in every problem: problem ", b,
                                " has none");
       }
@@ -129,6 +128,13 @@ Status CheckL2(const Tensor& l2_tensor, double* l2) {
   return Status();
 }
 
+// The inputs both ops begin with: cost, source, target and l2_strength.
+Status CheckProblemInputs(OpKernelContext* context, BatchShape* shape, double* l2) {
+  TF_RETURN_IF_ERROR(
+      CheckShapes(context->input(0), context->input(1), context->input(2), shape));
+  return CheckL2(context->input(3), l2);
+}
+
 // Runs `solve(first, last)` over the batch on the intra-op thread pool.
 template <typename Fn>
 void ForEachProblem(OpKernelContext* context, const BatchShape& shape, Fn solve) {
@@ -146,18 +152,17 @@ class TransportSolveOp : public OpKernel {
   }
 
   void Compute(OpKernelContext* context) override {
+    BatchShape shape;
+    double l2 = 0.0;
+    OP_REQUIRES_OK(context, CheckProblemInputs(context, &shape, &l2));
     const Tensor& cost = context->input(0);
     const Tensor& source = context->input(1);
     const Tensor& target = context->input(2);
-    BatchShape shape;
-    OP_REQUIRES_OK(context, CheckShapes(cost, source, target, &shape));
-    double l2 = 0.0;
-    OP_REQUIRES_OK(context, CheckL2(context->input(3), &l2));
     const T* cost_data = cost.flat<T>().data();
     const T* source_data = source.flat<T>().data();
     const T* target_data = target.flat<T>().data();
     if (validate_) {
-      OP_REQUIRES_OK(context, CheckValues(shape, cost_data, source_data, target_data, true));
+      OP_REQUIRES_OK(context, CheckValues(shape, cost_data, source_data, target_data));
     }
     const int basis_size = BasisSize(shape.rows, shape.cols);
     Tensor *flow, *u, *v, *converged, *basis;
@@ -223,13 +228,12 @@ class TransportSolveGradOp : public OpKernel {
   explicit TransportSolveGradOp(OpKernelConstruction* context) : OpKernel(context) {}
 
   void Compute(OpKernelContext* context) override {
+    BatchShape shape;
+    double l2 = 0.0;
+    OP_REQUIRES_OK(context, CheckProblemInputs(context, &shape, &l2));
     const Tensor& cost = context->input(0);
     const Tensor& source = context->input(1);
     const Tensor& target = context->input(2);
-    BatchShape shape;
-    OP_REQUIRES_OK(context, CheckShapes(cost, source, target, &shape));
-    double l2 = 0.0;
-    OP_REQUIRES_OK(context, CheckL2(context->input(3), &l2));
     const Tensor& flow = context->input(4);
     const Tensor& u = context->input(5);
     const Tensor& v = context->input(6);
