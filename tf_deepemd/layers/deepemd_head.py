@@ -1,5 +1,7 @@
 """`DeepEMDHead`: DeepEMD logits of query node sets against prototype node sets."""
 
+from typing import Optional
+
 import keras
 
 from tf_deepemd.ops import matching
@@ -53,13 +55,13 @@ class DeepEMDHead(keras.layers.Layer):
 
     def __init__(
         self,
-        node_weights="cross_reference",
-        temperature=matching.DEFAULT_TEMPERATURE,
-        gradient_mode="kkt",
-        l2_strength=0.0,
-        tolerance=None,
-        max_iterations=100,
-        implementation="auto",
+        node_weights: str = "cross_reference",
+        temperature: float = matching.DEFAULT_TEMPERATURE,
+        gradient_mode: str = "kkt",
+        l2_strength: float = 0.0,
+        tolerance: Optional[float] = None,
+        max_iterations: int = 100,
+        implementation: str = "auto",
         **kwargs,
     ):
         super().__init__(**kwargs)

@@ -1,5 +1,7 @@
 """`EMDLayer`: the batched EMD solver as a Keras layer."""
 
+from typing import Optional
+
 import keras
 
 from tf_deepemd.ops.emd import check_implementation, emd
@@ -61,8 +63,9 @@ class EMDLayer(keras.layers.Layer):
     TensorShape([2])
     """
 
-    def __init__(self, l2_strength=0.0, tolerance=None, max_iterations=100,
-                 num_shards=None, validate_args=True, implementation="auto", **kwargs):
+    def __init__(self, l2_strength: float = 0.0, tolerance: Optional[float] = None,
+                 max_iterations: int = 100, num_shards: Optional[int] = None,
+                 validate_args: bool = True, implementation: str = "auto", **kwargs):
         super().__init__(**kwargs)
         self.implementation = check_implementation(implementation)
         if l2_strength < 0:

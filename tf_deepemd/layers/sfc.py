@@ -115,13 +115,13 @@ class SFC(keras.layers.Layer):
 
     def __init__(
         self,
-        steps=100,
-        learning_rate=100.0,
-        batch_size=4,
-        momentum=0.9,
-        dampening=0.9,
-        seed=0,
-        gradient_mode="stop_flow",
+        steps: int = 100,
+        learning_rate: float = 100.0,
+        batch_size: int = 4,
+        momentum: float = 0.9,
+        dampening: float = 0.9,
+        seed: int = 0,
+        gradient_mode: str = "stop_flow",
         **kwargs,
     ):
         super().__init__(**kwargs)

@@ -2,12 +2,16 @@
 and the flattening of the broadcast batch."""
 
 import collections
+from typing import Any, Optional, Union
 
 import numpy as np
 import tensorflow as tf
 
 from tf_deepemd.ops.emd import balancing, kernel, loop
 from tf_deepemd.ops.emd.implementation import resolve_implementation
+
+# Anything `tf.convert_to_tensor` takes: tensors, NumPy arrays, nested lists.
+TensorLike = Any
 
 EMDResult = collections.namedtuple(
     "EMDResult",
@@ -49,18 +53,18 @@ Fields (`...` = the broadcast batch shape, dtype = the input dtype):
 # (benchmarks/first_trace.py measures the first call).
 @tf.autograph.experimental.do_not_convert
 def solve_emd(
-    cost,
-    source_weights,
-    target_weights,
+    cost: TensorLike,
+    source_weights: TensorLike,
+    target_weights: TensorLike,
     *,
-    l2_strength=0.0,
-    implementation="auto",
-    tolerance=None,
-    max_iterations=100,
-    num_shards=None,
-    validate_args=True,
-    name=None,
-):
+    l2_strength: Union[float, tf.Tensor] = 0.0,
+    implementation: str = "auto",
+    tolerance: Optional[float] = None,
+    max_iterations: int = 100,
+    num_shards: Optional[int] = None,
+    validate_args: bool = True,
+    name: Optional[str] = None,
+) -> EMDResult:
     """Solves a batch of EMD (transportation) problems; see the module docstring.
 
     Args:
@@ -236,18 +240,18 @@ def _interior_point_solve(batch_shape, cost, source_weights, target_weights, l2_
 
 @tf.autograph.experimental.do_not_convert
 def emd(
-    cost,
-    source_weights,
-    target_weights,
+    cost: TensorLike,
+    source_weights: TensorLike,
+    target_weights: TensorLike,
     *,
-    l2_strength=0.0,
-    implementation="auto",
-    tolerance=None,
-    max_iterations=100,
-    num_shards=None,
-    validate_args=True,
-    name=None,
-):
+    l2_strength: Union[float, tf.Tensor] = 0.0,
+    implementation: str = "auto",
+    tolerance: Optional[float] = None,
+    max_iterations: int = 100,
+    num_shards: Optional[int] = None,
+    validate_args: bool = True,
+    name: Optional[str] = None,
+) -> tf.Tensor:
     """Optimal flow of a batch of EMD problems: `solve_emd(...).flow`.
 
     Args and semantics as `solve_emd`. Returns the flow [..., N, M] in the
