@@ -12,7 +12,13 @@ batch element independently::
 `l2_strength = 0` is the linear program; `l2_strength > 0` is the 'L2' form
 of the official DeepEMD training code (a strictly convex QP).
 
-How it is solved, one module per step, in the order a call runs them:
+Two implementations solve it (`implementation`, see `implementation.py`):
+the compiled kernel (`kernel/`: a C++ TensorFlow op for CPUs, exact, with
+exact gradients) and the interior-point method built from stock TensorFlow
+ops described below (GPUs, SavedModels for TensorFlow Serving).
+
+How the stock-op solver works, one module per step, in the order a call runs
+them:
 
 1. `api`: validates the inputs, flattens the broadcast batch to one axis and
    puts the smaller side on the columns; computation is in float64.
