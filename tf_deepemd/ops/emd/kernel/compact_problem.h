@@ -74,8 +74,6 @@ class CompactProblem {
   // Whether both sides have mass (otherwise nothing moves).
   bool HasMass() const { return problem_.rows > 0 && problem_.cols > 0; }
   const TransportProblem& problem() const { return problem_; }
-  int full_rows() const { return full_rows_; }
-  int full_cols() const { return full_cols_; }
 
   // Buffers for a compact solution or gradient, sized for this problem.
   double* compact_cells() { return Sized(&cells_, problem_.rows * problem_.cols); }
@@ -189,10 +187,9 @@ class CompactProblem {
   std::vector<double> cells_, rows_, cols_;
 };
 
-// For a balanced problem, the constant t of (u + t, v - t) such that
-// sum(u * source) == sum(v * target) (used for potentials and gradients).
-inline double CentringShift(const TransportProblem& problem, const double* u,
-                            const double* v) {
+// Fixes the constant t that a balanced problem leaves free in (u + t, v - t)
+// so that sum(u * source) == sum(v * target) (potentials and mass gradients).
+inline void Centre(const TransportProblem& problem, double* u, double* v) {
   double source_value = 0.0, target_value = 0.0, total = 0.0;
   for (int i = 0; i < problem.rows; ++i) {
     source_value += u[i] * problem.source[i];
@@ -202,11 +199,7 @@ inline double CentringShift(const TransportProblem& problem, const double* u,
     target_value += v[j] * problem.target[j];
     total += problem.target[j];
   }
-  return total > 0.0 ? (target_value - source_value) / total : 0.0;
-}
-
-inline void Centre(const TransportProblem& problem, double* u, double* v) {
-  const double shift = CentringShift(problem, u, v);
+  const double shift = total > 0.0 ? (target_value - source_value) / total : 0.0;
   for (int i = 0; i < problem.rows; ++i) u[i] += shift;
   for (int j = 0; j < problem.cols; ++j) v[j] -= shift;
 }
