@@ -515,8 +515,7 @@ bool SolveQuadratic(const TransportProblem& problem, double l2,
   try {
     Arrays a;
     const Canonical c = Canonicalise(problem, l2, workspace, &a);
-    SimplexWorkspace simplex;
-    if (!NearLinear(c, a) || !LinearStart(problem, c, a, &simplex))
+    if (!NearLinear(c, a) || !LinearStart(problem, c, a, &workspace->simplex))
       WarmStart(c, a);
     bool converged = false;
     int balancing_rounds = 0;  // in a row; components can trade imbalance

@@ -6,6 +6,7 @@
 
 #include <vector>
 
+#include "network_simplex.h"
 #include "transport_problem.h"
 
 namespace tf_deepemd {
@@ -14,6 +15,7 @@ namespace tf_deepemd {
 struct QuadraticWorkspace {
   std::vector<double> buffer;
   std::vector<int> indices;
+  SimplexWorkspace simplex;  // the linear program's solve for the start
 };
 
 // Solves `problem` with l2 > 0. Writes flow [rows * cols] and the
